@@ -1,0 +1,158 @@
+//! Read model `companies`: tenants and their API keys. Owns tables `companies`, `api_keys`.
+
+use aggregates::company::{Company, CompanyEvent};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::log::LogEvent;
+use crate::runtime::{ProjectionError, Projector};
+
+pub const NAME: &str = "companies";
+
+pub struct CompaniesProjector;
+
+#[async_trait]
+impl Projector for CompaniesProjector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["companies", "api_keys"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[LogEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events.iter().filter(|e| e.aggregate_type == Company::TYPE) {
+            match event.decode::<CompanyEvent>()? {
+                CompanyEvent::CompanyCreated {
+                    company_id,
+                    name,
+                    owner_user_id,
+                    created_at,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO companies (company_id, name, owner_user_id, created_at) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(company_id)
+                    .bind(name.as_str())
+                    .bind(owner_user_id)
+                    .bind(created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                CompanyEvent::ApiKeyIssued {
+                    key_id,
+                    secret_hash,
+                    issued_at,
+                    expires_at,
+                } => {
+                    let company_id: Uuid = event.aggregate_id.parse().map_err(|_| {
+                        ProjectionError::Invalid(format!("company id {:?}", event.aggregate_id))
+                    })?;
+                    let hash = hex::decode(&secret_hash).map_err(|_| {
+                        ProjectionError::Invalid(format!("key {key_id}: secret hash is not hex"))
+                    })?;
+                    sqlx::query(
+                        "INSERT INTO api_keys (key_id, company_id, secret_hash, issued_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(key_id)
+                    .bind(company_id)
+                    .bind(hash)
+                    .bind(issued_at)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                CompanyEvent::ApiKeyRevoked { key_id, revoked_at } => {
+                    sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1")
+                        .bind(key_id)
+                        .bind(revoked_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompanyRow {
+    pub company_id: Uuid,
+    pub name: String,
+    pub owner_user_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn find_company(
+    db: impl PgExecutor<'_>,
+    company_id: Uuid,
+) -> Result<Option<CompanyRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT company_id, name, owner_user_id, created_at FROM companies WHERE company_id = $1",
+    )
+    .bind(company_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|row| {
+        Ok(CompanyRow {
+            company_id: row.try_get("company_id")?,
+            name: row.try_get("name")?,
+            owner_user_id: row.try_get("owner_user_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// The oldest company, if any (`kairos demo` creates one only on an empty installation).
+pub async fn first_company_id(db: impl PgExecutor<'_>) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT company_id FROM companies ORDER BY created_at LIMIT 1")
+        .fetch_optional(db)
+        .await
+}
+
+/// An API key as authentication needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRow {
+    pub key_id: Uuid,
+    pub company_id: Uuid,
+    pub secret_hash: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub owner_user_id: Uuid,
+}
+
+/// The key and its company's owner, in one round trip (every authenticated request does it).
+pub async fn find_api_key(
+    db: impl PgExecutor<'_>,
+    key_id: Uuid,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT k.key_id, k.company_id, k.secret_hash, k.expires_at, k.revoked_at, c.owner_user_id \
+         FROM api_keys k JOIN companies c ON c.company_id = k.company_id WHERE k.key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|row| {
+        Ok(ApiKeyRow {
+            key_id: row.try_get("key_id")?,
+            company_id: row.try_get("company_id")?,
+            secret_hash: row.try_get("secret_hash")?,
+            expires_at: row.try_get("expires_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+            owner_user_id: row.try_get("owner_user_id")?,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,35 @@
+//! The Kairos read side: the projector runtime and every read model with its queries.
+//!
+//! Read in this order:
+//!
+//! - [`log`]: the event log in commit order, as projectors and audits read it;
+//! - [`keyring`]: sealing and opening personal fields (crypto-shredding);
+//! - [`runtime`]: following the log, checkpoints, leadership, read-your-writes progress;
+//! - one module per read model, each the only writer of its tables and the owner of the
+//!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
+//!   [`meeting_types`].
+//!
+//! [`all_projectors`] lists every projector the server runs.
+
+pub mod availabilities;
+pub mod clock;
+pub mod companies;
+pub mod keyring;
+pub mod log;
+pub mod meeting_types;
+pub mod runtime;
+pub mod user_profiles;
+
+use std::sync::Arc;
+
+use runtime::Projector;
+
+/// Every projector, in the order `kairos projections status` lists them.
+pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
+    vec![
+        Arc::new(companies::CompaniesProjector),
+        Arc::new(user_profiles::UserProfilesProjector),
+        Arc::new(availabilities::AvailabilitiesProjector),
+        Arc::new(meeting_types::MeetingTypesProjector),
+    ]
+}

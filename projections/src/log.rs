@@ -1,0 +1,239 @@
+//! The event log as the read side sees it: events in commit order, personal fields opened.
+//!
+//! Positions are taken when a row is inserted but become visible when its transaction
+//! commits, so reading "after position p" would skip an event of a slow writer that took a
+//! lower position and committed later. The log is therefore read in `(tx_id, global_position)`
+//! order and only below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction older
+//! than that horizon has finished, so nothing can still appear behind a reader's checkpoint.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::keyring::{self, DataKey, Keyring, KeyringError};
+
+/// A point in the log's commit order. Checkpoints and read-your-writes targets are these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    pub tx_id: u64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition {
+        tx_id: 0,
+        position: 0,
+    };
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.position, self.tx_id)
+    }
+}
+
+/// One event as read from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEvent {
+    pub position: i64,
+    pub tx_id: u64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub company_id: Option<Uuid>,
+    pub event_id: Uuid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("reading the event log failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event at position {position} ({event_type}) cannot be decoded: {source}")]
+    Decode {
+        position: i64,
+        event_type: String,
+        source: serde_json::Error,
+    },
+    #[error("event at position {position}: {source}")]
+    Keyring { position: i64, source: KeyringError },
+}
+
+impl LogEvent {
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
+    }
+
+    /// The event as its aggregate's event type.
+    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, LogError> {
+        aggregates::effects::event_from_payload(&self.event_type, self.payload.clone()).map_err(
+            |source| LogError::Decode {
+                position: self.position,
+                event_type: self.event_type.clone(),
+                source,
+            },
+        )
+    }
+
+    /// A metadata entry (`requestId`, `apiKeyId`, `actingUserId`, …).
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+}
+
+const SELECT_COLUMNS: &str = "global_position, tx_id::text AS tx_id, aggregate_type, aggregate_id, \
+     sequence, event_type, event_version, payload, metadata, recorded_at, company_id, event_id";
+
+/// Up to `limit` events after `after` in commit order, below the xmin horizon. Personal
+/// fields are still sealed; see [`open_personal_fields`].
+pub async fn read_after(
+    conn: &mut PgConnection,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<LogEvent>, LogError> {
+    let sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM events \
+         WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id, global_position \
+         LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(row_to_event).collect()
+}
+
+/// Every event of one aggregate in sequence order, personal fields still sealed.
+pub async fn read_stream(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<LogEvent>, LogError> {
+    let sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(row_to_event).collect()
+}
+
+/// The newest position in commit order that readers can see now (for lag and catch-up).
+pub async fn head(conn: &mut PgConnection) -> Result<LogPosition, LogError> {
+    let row = sqlx::query(
+        "SELECT tx_id::text AS tx_id, global_position FROM events \
+         WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(row) => LogPosition {
+            tx_id: parse_xid(&row.try_get::<String, _>("tx_id")?),
+            position: row.try_get("global_position")?,
+        },
+        None => LogPosition::START,
+    })
+}
+
+/// Parses an `xid8` as Postgres prints it (decimal text of an unsigned 64-bit counter).
+pub fn parse_xid(text: &str) -> u64 {
+    text.parse().unwrap_or(0)
+}
+
+fn row_to_event(row: &sqlx::postgres::PgRow) -> Result<LogEvent, LogError> {
+    Ok(LogEvent {
+        position: row.try_get("global_position")?,
+        tx_id: parse_xid(&row.try_get::<String, _>("tx_id")?),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+        company_id: row.try_get("company_id")?,
+        event_id: row.try_get("event_id")?,
+    })
+}
+
+/// The data keys of `subjects` that still exist (an erased subject has none).
+pub async fn load_data_keys(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    subjects: &[String],
+) -> Result<HashMap<String, DataKey>, LogError> {
+    if subjects.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows =
+        sqlx::query("SELECT subject_id, wrapped_key FROM data_keys WHERE subject_id = ANY($1)")
+            .bind(subjects)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut keys = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let subject: String = row.try_get("subject_id")?;
+        let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
+        let key = keyring
+            .unwrap_data_key(&subject, &wrapped)
+            .map_err(|source| LogError::Keyring {
+                position: 0,
+                source,
+            })?;
+        keys.insert(subject, key);
+    }
+    Ok(keys)
+}
+
+/// Opens the sealed personal fields of `events` in place, with one query for all the data
+/// keys they need; fields of erased subjects read `[erased]`.
+pub async fn open_personal_fields(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    events: &mut [LogEvent],
+) -> Result<(), LogError> {
+    let mut subjects: Vec<String> = events
+        .iter()
+        .filter(|e| keyring::has_sealed_fields(&e.payload))
+        .map(|e| e.aggregate_id.clone())
+        .collect();
+    if subjects.is_empty() {
+        return Ok(());
+    }
+    subjects.sort();
+    subjects.dedup();
+    let keys = load_data_keys(conn, keyring, &subjects).await?;
+    for event in events.iter_mut() {
+        keyring::open_fields(
+            &mut event.payload,
+            keys.get(&event.aggregate_id),
+            &event.aggregate_id,
+        )
+        .map_err(|source| LogError::Keyring {
+            position: event.position,
+            source,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,670 @@
+//! The projector runtime: follows the log and keeps every read model current.
+//!
+//! Each projector runs in one loop per process, but only one process at a time leads it: the
+//! leader holds a session advisory lock on a dedicated connection, the others stand by and
+//! take over when it goes away. The leader repeatedly
+//!
+//! 1. begins a transaction and locks its checkpoint row,
+//! 2. reads the next batch after the checkpoint in commit order below the xmin horizon
+//!    ([`crate::log`]),
+//! 3. applies the batch and advances the checkpoint in that same transaction, and commits.
+//!
+//! A crash at any point therefore loses nothing and applies nothing twice. A failing batch is
+//! rolled back, recorded in the checkpoint row (`last_error`, `failing_since`) and the log, and
+//! retried with backoff; it is never skipped. Appends wake the loops through LISTEN/NOTIFY;
+//! a poll interval is the fallback. [`Progress`] lets a command wait until the projectors its
+//! caller reads next have passed the command's position (read-your-writes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgListener;
+use sqlx::{Acquire, PgConnection, PgPool, Postgres, Row};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::keyring::Keyring;
+use crate::log::{self, LogError, LogEvent, LogPosition};
+
+/// Postgres channel an append notifies after commit.
+pub const EVENTS_CHANNEL: &str = "kairos_events";
+/// Postgres channel a projector notifies with `name tx position` after each batch.
+pub const CHECKPOINTS_CHANNEL: &str = "kairos_checkpoints";
+/// First half of the two-part advisory lock key of every projector (the second half is a
+/// hash of its name), so `pg_locks` shows which projectors are led and by which backend.
+pub const ADVISORY_LOCK_CLASS: i32 = 0x4b41_4952; // "KAIR"
+
+/// A read model's writer. It applies whole batches so it can write with few statements.
+#[async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// Stable name: the checkpoint key, the CLI argument, the metrics label.
+    fn name(&self) -> &'static str;
+
+    /// The read tables this projector owns and alone writes (rebuilds copy and swap them).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies `events` (in commit order, personal fields opened) inside the transaction
+    /// `tx`. Events of aggregates it does not care about must be ignored, not rejected.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[LogEvent],
+    ) -> Result<(), ProjectionError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Tunables of the runtime; the defaults suit a server, tests shorten the intervals.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub batch_size: i64,
+    /// How often an idle leader looks at the log without being woken.
+    pub idle_poll: Duration,
+    /// How often a standby tries to take over leadership.
+    pub standby_poll: Duration,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            idle_poll: Duration::from_millis(500),
+            standby_poll: Duration::from_secs(1),
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A cooperative stop signal shared by the runtime's tasks.
+#[derive(Clone)]
+pub struct Shutdown {
+    receiver: watch::Receiver<bool>,
+}
+
+/// The sending side of [`Shutdown`].
+pub struct ShutdownTrigger {
+    sender: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (sender, receiver) = watch::channel(false);
+        (ShutdownTrigger { sender }, Shutdown { receiver })
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.receiver.borrow()
+    }
+
+    /// Resolves once the trigger fired (or was dropped).
+    pub async fn wait(&mut self) {
+        let _ = self.receiver.wait_for(|stop| *stop).await;
+    }
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.sender.send(true);
+    }
+}
+
+/// Where each projector is, as this process knows it: updated by local leaders after each
+/// batch and by the checkpoint notifications of leaders in other processes.
+#[derive(Clone)]
+pub struct Progress {
+    channels: Arc<HashMap<&'static str, watch::Sender<LogPosition>>>,
+}
+
+impl Progress {
+    pub fn new(names: &[&'static str]) -> Self {
+        let channels = names
+            .iter()
+            .map(|name| (*name, watch::channel(LogPosition::START).0))
+            .collect();
+        Self {
+            channels: Arc::new(channels),
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.channels.keys().copied()
+    }
+
+    /// Records that `name` has applied everything up to `position` (never moves back).
+    pub fn publish(&self, name: &str, position: LogPosition) {
+        if let Some(sender) = self.channels.get(name) {
+            sender.send_if_modified(|current| {
+                if position > *current {
+                    *current = position;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    pub fn current(&self, name: &str) -> Option<LogPosition> {
+        self.channels.get(name).map(|sender| *sender.borrow())
+    }
+
+    /// Waits until every projector in `names` has applied `target`, or `timeout` passed.
+    /// Returns whether they all did. Checkpoints are re-read from the database every 100 ms
+    /// in case a notification from another process was missed.
+    pub async fn wait_past(
+        &self,
+        pool: &PgPool,
+        names: &[&'static str],
+        target: LogPosition,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for name in names {
+            let Some(sender) = self.channels.get(name) else {
+                continue;
+            };
+            let mut receiver = sender.subscribe();
+            loop {
+                if *receiver.borrow_and_update() >= target {
+                    break;
+                }
+                let refresh = tokio::time::Instant::now() + Duration::from_millis(100);
+                tokio::select! {
+                    _ = receiver.changed() => {}
+                    _ = tokio::time::sleep_until(refresh.min(deadline)) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return false;
+                        }
+                        if let Ok(stored) = read_checkpoints(pool).await {
+                            for (stored_name, position) in stored {
+                                self.publish(&stored_name, position);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+async fn read_checkpoints(pool: &PgPool) -> Result<Vec<(String, LogPosition)>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT projector, tx_id::text AS tx_id, position FROM projector_checkpoints")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get("projector")?,
+                LogPosition {
+                    tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id")?),
+                    position: row.try_get("position")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The running projectors of this process.
+pub struct Runtime {
+    pool: PgPool,
+    keyring: Keyring,
+    projectors: Vec<Arc<dyn Projector>>,
+    progress: Progress,
+    wake: Arc<Notify>,
+    config: RuntimeConfig,
+}
+
+/// Handle to a started runtime: its tasks stop when the shutdown given to `start` fires.
+pub struct RuntimeHandle {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RuntimeHandle {
+    /// Waits for every task to finish its current batch and stop.
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Runtime {
+    /// `pool` must have at least `projectors.len() + 2` connections: each leader keeps one.
+    pub fn new(
+        pool: PgPool,
+        keyring: Keyring,
+        projectors: Vec<Arc<dyn Projector>>,
+        config: RuntimeConfig,
+    ) -> Self {
+        let names: Vec<&'static str> = projectors.iter().map(|p| p.name()).collect();
+        Self {
+            pool,
+            keyring,
+            progress: Progress::new(&names),
+            projectors,
+            wake: Arc::new(Notify::new()),
+            config,
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Wakes local leaders right away (the appending process does not wait for NOTIFY).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Starts the listener and one loop per projector.
+    pub async fn start(self, shutdown: Shutdown) -> Result<RuntimeHandle, sqlx::Error> {
+        for projector in &self.projectors {
+            ensure_checkpoint(&self.pool, projector.name()).await?;
+        }
+        let mut tasks = vec![tokio::spawn(listen(
+            self.pool.clone(),
+            self.wake.clone(),
+            self.progress.clone(),
+            shutdown.clone(),
+        ))];
+        for projector in &self.projectors {
+            let runner = Runner {
+                pool: self.pool.clone(),
+                keyring: self.keyring.clone(),
+                projector: projector.clone(),
+                progress: self.progress.clone(),
+                wake: self.wake.clone(),
+                config: self.config.clone(),
+            };
+            tasks.push(tokio::spawn(runner.run(shutdown.clone())));
+        }
+        Ok(RuntimeHandle { tasks })
+    }
+}
+
+pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO projector_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Relays notifications: appends wake the local leaders, checkpoints of other processes
+/// update [`Progress`]. On a lost connection it reconnects; polling covers the gap.
+async fn listen(pool: PgPool, wake: Arc<Notify>, progress: Progress, mut shutdown: Shutdown) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_triggered() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for log notifications; polling meanwhile");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if let Err(error) = listener
+            .listen_all([EVENTS_CHANNEL, CHECKPOINTS_CHANNEL])
+            .await
+        {
+            tracing::warn!(%error, "LISTEN failed; polling meanwhile");
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        loop {
+            let notification = tokio::select! {
+                received = listener.try_recv() => received,
+                _ = shutdown.wait() => return,
+            };
+            match notification {
+                Ok(Some(notification)) => match notification.channel() {
+                    EVENTS_CHANNEL => wake.notify_waiters(),
+                    _ => {
+                        if let Some((name, position)) =
+                            parse_checkpoint_notice(notification.payload())
+                        {
+                            progress.publish(name, position);
+                        }
+                    }
+                },
+                // The connection was lost and re-established: anything may have been missed.
+                Ok(None) => wake.notify_waiters(),
+                Err(error) => {
+                    tracing::warn!(%error, "log notifications interrupted; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn parse_checkpoint_notice(payload: &str) -> Option<(&str, LogPosition)> {
+    let mut parts = payload.split(' ');
+    let name = parts.next()?;
+    let tx_id = parts.next()?.parse().ok()?;
+    let position = parts.next()?.parse().ok()?;
+    Some((name, LogPosition { tx_id, position }))
+}
+
+/// One projector's loop in this process.
+struct Runner {
+    pool: PgPool,
+    keyring: Keyring,
+    projector: Arc<dyn Projector>,
+    progress: Progress,
+    wake: Arc<Notify>,
+    config: RuntimeConfig,
+}
+
+impl Runner {
+    async fn run(self, mut shutdown: Shutdown) {
+        let name = self.projector.name();
+        while !shutdown.is_triggered() {
+            let mut connection = match self.lead().await {
+                Ok(Some(connection)) => connection,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.standby_poll) => continue,
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(projector = name, %error, "cannot reach the database to lead");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.standby_poll) => continue,
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            };
+            tracing::info!(projector = name, "leading");
+            self.follow(&mut connection, &mut shutdown).await;
+            // Give the lock back explicitly; a broken connection releases it by closing.
+            let _ = unlock(&mut connection, name).await;
+        }
+    }
+
+    /// Takes leadership if nobody else has it: a connection holding the advisory lock.
+    async fn lead(&self) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(ADVISORY_LOCK_CLASS)
+            .bind(self.projector.name())
+            .fetch_one(&mut *connection)
+            .await?;
+        Ok(locked.then_some(connection))
+    }
+
+    /// Applies batches until shutdown or until the connection breaks.
+    async fn follow(&self, connection: &mut PoolConnection<Postgres>, shutdown: &mut Shutdown) {
+        let name = self.projector.name();
+        let mut backoff = self.config.first_backoff;
+        loop {
+            // Register interest before looking, so an append between the look and the wait
+            // still wakes us.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if shutdown.is_triggered() {
+                return;
+            }
+            match apply_next_batch(
+                connection,
+                &self.keyring,
+                self.projector.as_ref(),
+                self.config.batch_size,
+            )
+            .await
+            {
+                Ok(Some(position)) => {
+                    backoff = self.config.first_backoff;
+                    self.progress.publish(name, position);
+                }
+                Ok(None) => {
+                    backoff = self.config.first_backoff;
+                    tokio::select! {
+                        _ = &mut woken => {}
+                        _ = tokio::time::sleep(self.config.idle_poll) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(projector = name, error = %error, retry_in_ms = backoff.as_millis() as u64, "projection batch failed; it will be retried, never skipped");
+                    record_failure(&self.pool, name, &error.to_string()).await;
+                    let connection_lost = matches!(
+                        &error,
+                        ProjectionError::Database(e) | ProjectionError::Log(LogError::Database(e))
+                            if is_connection_error(e)
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    if connection_lost {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_connection_error(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Protocol(_)
+    )
+}
+
+async fn unlock(connection: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(ADVISORY_LOCK_CLASS)
+        .bind(name)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// One transaction: lock the checkpoint, read the next batch, apply it, advance the
+/// checkpoint, commit. Returns the new checkpoint, or `None` when there was nothing to do.
+///
+/// Used by the leaders and by one-shot catch-up and rebuilds. The checkpoint row lock makes
+/// it safe even if two callers raced past the advisory lock: the second waits, then sees the
+/// advanced checkpoint.
+pub async fn apply_next_batch(
+    connection: &mut PgConnection,
+    keyring: &Keyring,
+    projector: &dyn Projector,
+    batch_size: i64,
+) -> Result<Option<LogPosition>, ProjectionError> {
+    let name = projector.name();
+    let mut tx = connection.begin().await?;
+    let row = sqlx::query(
+        "SELECT tx_id::text AS tx_id, position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ProjectionError::Invalid(format!("no checkpoint row for projector {name}")))?;
+    let checkpoint = LogPosition {
+        tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id")?),
+        position: row.try_get("position")?,
+    };
+    let mut events = log::read_after(&mut tx, checkpoint, batch_size).await?;
+    let Some(last) = events.last().map(LogEvent::log_position) else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    log::open_personal_fields(&mut tx, keyring, &mut events).await?;
+    projector.apply(&mut tx, &events).await?;
+    sqlx::query(
+        "UPDATE projector_checkpoints \
+         SET tx_id = $2::text::xid8, position = $3, events_applied = events_applied + $4, \
+             updated_at = now(), failing_since = NULL \
+         WHERE projector = $1",
+    )
+    .bind(name)
+    .bind(last.tx_id.to_string())
+    .bind(last.position)
+    .bind(events.len() as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHECKPOINTS_CHANNEL)
+        .bind(format!("{name} {} {}", last.tx_id, last.position))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(last))
+}
+
+async fn record_failure(pool: &PgPool, name: &str, error: &str) {
+    let result = sqlx::query(
+        "UPDATE projector_checkpoints \
+         SET last_error = $2, last_error_at = now(), failing_since = coalesce(failing_since, now()) \
+         WHERE projector = $1",
+    )
+    .bind(name)
+    .bind(error)
+    .execute(pool)
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(projector = name, %error, "could not record the projector failure");
+    }
+}
+
+/// Brings `projectors` past `target` from this process: where no server leads a projector,
+/// applies its batches here (under its advisory lock); where one does, waits for it. Used by
+/// CLI commands so that, say, a key printed by `kairos company create` works at once.
+pub async fn catch_up(
+    pool: &PgPool,
+    keyring: &Keyring,
+    projectors: &[Arc<dyn Projector>],
+    target: LogPosition,
+    timeout: Duration,
+) -> Result<bool, ProjectionError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for projector in projectors {
+        ensure_checkpoint(pool, projector.name()).await?;
+        loop {
+            let mut connection = pool.acquire().await?;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                .bind(ADVISORY_LOCK_CLASS)
+                .bind(projector.name())
+                .fetch_one(&mut *connection)
+                .await?;
+            let mut reached = false;
+            if locked {
+                let result = async {
+                    while let Some(position) =
+                        apply_next_batch(&mut connection, keyring, projector.as_ref(), 1000).await?
+                    {
+                        if position >= target {
+                            break;
+                        }
+                    }
+                    Ok::<_, ProjectionError>(())
+                }
+                .await;
+                unlock(&mut connection, projector.name()).await?;
+                result?;
+            }
+            let current = read_checkpoints(pool).await?;
+            if current
+                .iter()
+                .any(|(name, position)| name == projector.name() && *position >= target)
+            {
+                reached = true;
+            }
+            if reached {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(true)
+}
+
+/// What `kairos projections status` shows for one projector.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectorStatus {
+    pub name: String,
+    pub position: i64,
+    pub tx_id: String,
+    /// Committed events this projector has not applied yet.
+    pub lag: i64,
+    pub events_applied: i64,
+    /// `running` (led by a process, caught up or catching up), `failing` or `stopped`.
+    pub state: String,
+    pub leader_pid: Option<i32>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.projector, c.position, c.tx_id::text AS tx_id, c.events_applied, c.updated_at, \
+                c.last_error, c.last_error_at, c.failing_since, \
+                (SELECT count(*) FROM events e WHERE (e.tx_id, e.global_position) > (c.tx_id, c.position)) AS lag, \
+                (SELECT l.pid FROM pg_locks l \
+                  WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 \
+                    AND l.objid::bigint = (hashtext(c.projector)::bigint & 4294967295) AND l.objsubid = 2 \
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                  LIMIT 1) AS leader_pid \
+         FROM projector_checkpoints c ORDER BY c.projector",
+    )
+    .bind(ADVISORY_LOCK_CLASS as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let failing: Option<chrono::DateTime<chrono::Utc>> = row.try_get("failing_since")?;
+            let leader_pid: Option<i32> = row.try_get("leader_pid")?;
+            let state = match (failing, leader_pid) {
+                (Some(_), _) => "failing",
+                (None, Some(_)) => "running",
+                (None, None) => "stopped",
+            };
+            Ok(ProjectorStatus {
+                name: row.try_get("projector")?,
+                position: row.try_get("position")?,
+                tx_id: row.try_get("tx_id")?,
+                lag: row.try_get("lag")?,
+                events_applied: row.try_get("events_applied")?,
+                state: state.to_string(),
+                leader_pid,
+                updated_at: row.try_get("updated_at")?,
+                last_error: row.try_get("last_error")?,
+                last_error_at: row.try_get("last_error_at")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,355 @@
+//! The `kairos` command line (api.md section 10). Every subcommand reads its configuration
+//! from the environment (`DATABASE_URL`, …) and prints `--help`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use projections::clock::SystemClock;
+use projections::runtime::{Progress, RuntimeConfig};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::commands::CommandBus;
+use crate::config::Config;
+use crate::event_store::EventStore;
+use crate::provisioning::{self, NewCompany};
+use crate::server::{Kairos, Options};
+use crate::{db, http, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kairos",
+    version,
+    about = "Kairos: event-sourced scheduling speaking the meetergo Platform API v4"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run migrations (unless --no-migrate), start the projectors and serve HTTP on KAIROS_BIND.
+    Serve {
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply migrations and exit.
+    Migrate,
+    /// Companies (tenants).
+    #[command(subcommand)]
+    Company(CompanyCommand),
+    /// API keys of a company.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// The projectors that build the read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Create a demo company on an empty installation and print a ready API key (used by
+    /// `make run`). On later runs, print the saved key again, or issue a fresh one.
+    Demo {
+        /// Where the demo key is kept between runs.
+        #[arg(long, default_value = ".data/demo-key.json")]
+        key_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CompanyCommand {
+    /// Create a company with its owner user and a first API key.
+    Create(CreateCompanyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateCompanyArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    owner_email: String,
+    #[arg(long)]
+    owner_given_name: String,
+    #[arg(long)]
+    owner_family_name: String,
+    /// IANA time zone of the owner, e.g. Europe/Berlin.
+    #[arg(long)]
+    timezone: String,
+    /// Days until the first key expires (1–90).
+    #[arg(long, default_value_t = 30)]
+    key_days: i64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Issue a new API key for a company.
+    Create {
+        #[arg(long)]
+        company: Uuid,
+        /// Days until the key expires (1–90).
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key; it stops working at once.
+    Revoke { key_id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Position, lag, state and last error of each projector.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    match cli.command {
+        Command::Serve { no_migrate } => serve(config, no_migrate).await,
+        Command::Migrate => {
+            db::migrate(&config.database_url)
+                .await
+                .context("migrating")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Company(CompanyCommand::Create(args)) => create_company(&config, args).await,
+        Command::ApiKey(ApiKeyCommand::Create {
+            company,
+            days,
+            json,
+        }) => {
+            let bus = cli_bus(&config).await?;
+            let key = provisioning::issue_key(&bus, company, days).await?;
+            if json {
+                println!("{}", serde_json::to_string(&key)?);
+            } else {
+                println!(
+                    "API key {} of company {} (expires {}):\n{}",
+                    key.api_key_id, key.company_id, key.expires_at, key.api_key
+                );
+            }
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { key_id }) => {
+            let bus = cli_bus(&config).await?;
+            provisioning::revoke_key(&bus, key_id).await?;
+            println!("API key {key_id} revoked");
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Status { json }) => {
+            projections_status(&config, json).await
+        }
+        Command::Demo { key_file } => demo(&config, &key_file).await,
+    }
+}
+
+async fn serve(config: Config, no_migrate: bool) -> anyhow::Result<()> {
+    let keyring = config.keyring()?;
+    if !no_migrate {
+        db::migrate(&config.database_url)
+            .await
+            .context("migrating")?;
+    }
+    let kairos = Kairos::start(Options {
+        database_url: config.database_url.clone(),
+        keyring,
+        clock: Arc::new(SystemClock),
+        public_url: config.public_url(),
+        pool_size: config.pool_size,
+        rate_limit_per_minute: config.rate_limit_per_minute,
+        read_your_writes_timeout: config.read_your_writes_timeout,
+        runtime: RuntimeConfig::default(),
+    })
+    .await
+    .context("starting")?;
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    http::run(listener, kairos.router(), shutdown_signal()).await?;
+    tracing::info!("stopping projectors");
+    kairos.stop().await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// A command bus for one-shot CLI commands: no projectors run here, so commands catch the
+/// read models up themselves (`provisioning`).
+async fn cli_bus(config: &Config) -> anyhow::Result<CommandBus> {
+    let keyring = config.keyring()?;
+    let pool = db::service_pool(&config.database_url, 4, None)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    Ok(CommandBus::new(
+        EventStore::new(pool, keyring),
+        Arc::new(SystemClock),
+        Progress::new(&[]),
+        Arc::new(Notify::new()),
+        Duration::from_secs(5),
+    ))
+}
+
+async fn create_company(config: &Config, args: CreateCompanyArgs) -> anyhow::Result<()> {
+    let bus = cli_bus(config).await?;
+    let created = provisioning::create_company(
+        &bus,
+        NewCompany {
+            name: args.name,
+            owner_email: args.owner_email,
+            owner_given_name: args.owner_given_name,
+            owner_family_name: args.owner_family_name,
+            timezone: args.timezone,
+            key_days: args.key_days,
+        },
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&created)?);
+    } else {
+        println!(
+            "company {}\nowner user {}\nAPI key {} (expires {}):\n{}",
+            created.company_id,
+            created.owner_user_id,
+            created.api_key_id,
+            created.expires_at,
+            created.api_key
+        );
+    }
+    Ok(())
+}
+
+async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let pool = db::service_pool(&config.database_url, 1, None).await?;
+    let statuses = projections::runtime::status(&pool).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:>10} {:>8} {:>10} {:<9} {:<8} last error",
+        "projector", "position", "lag", "applied", "state", "leader"
+    );
+    for s in statuses {
+        println!(
+            "{:<18} {:>10} {:>8} {:>10} {:<9} {:<8} {}",
+            s.name,
+            s.position,
+            s.lag,
+            s.events_applied,
+            s.state,
+            s.leader_pid
+                .map(|pid| format!("pid {pid}"))
+                .unwrap_or_else(|| "-".into()),
+            s.last_error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DemoKey {
+    company_id: Uuid,
+    api_key: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn demo(config: &Config, key_file: &PathBuf) -> anyhow::Result<()> {
+    let bus = cli_bus(config).await?;
+    let saved: Option<DemoKey> = std::fs::read_to_string(key_file)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let existing = projections::companies::first_company_id(bus.pool()).await?;
+    let now = chrono::Utc::now();
+    let key = match (existing, saved) {
+        (Some(company_id), Some(saved))
+            if saved.company_id == company_id
+                && saved.expires_at > now + chrono::Duration::hours(1) =>
+        {
+            saved
+        }
+        (Some(company_id), _) => {
+            let issued = provisioning::issue_key(&bus, company_id, 30).await?;
+            DemoKey {
+                company_id,
+                api_key: issued.api_key,
+                expires_at: issued.expires_at,
+            }
+        }
+        (None, _) => {
+            let created = provisioning::create_company(
+                &bus,
+                NewCompany {
+                    name: "Demo Company".into(),
+                    owner_email: "owner@demo.example.com".into(),
+                    owner_given_name: "Demo".into(),
+                    owner_family_name: "Owner".into(),
+                    timezone: "Europe/Berlin".into(),
+                    key_days: 30,
+                },
+            )
+            .await?;
+            DemoKey {
+                company_id: created.company_id,
+                api_key: created.api_key,
+                expires_at: created.expires_at,
+            }
+        }
+    };
+    if let Some(parent) = key_file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(key_file, serde_json::to_string_pretty(&key)?)
+        .with_context(|| format!("writing {}", key_file.display()))?;
+    let base = config.public_url();
+    if !base.starts_with("http") {
+        bail!("KAIROS_PUBLIC_URL must start with http:// or https://");
+    }
+    println!();
+    println!(
+        "  Demo company {} — API key (expires {}):",
+        key.company_id,
+        key.expires_at.format("%Y-%m-%d")
+    );
+    println!();
+    println!("    {}", key.api_key);
+    println!();
+    println!("  Try it:");
+    println!(
+        "    curl -s -H 'Authorization: Bearer {}' {}/v4/user/me",
+        key.api_key, base
+    );
+    println!();
+    Ok(())
+}

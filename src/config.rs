@@ -1,0 +1,100 @@
+//! Configuration, only from the environment (api.md section 10). Every variable is listed in
+//! the README.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: the primary (appends and queries). Required.
+    pub database_url: String,
+    /// `KAIROS_BIND`, default `127.0.0.1:8080`.
+    pub bind: String,
+    /// `KAIROS_PUBLIC_URL`: base of booking URLs; default `http://{KAIROS_BIND}`.
+    pub public_url: Option<String>,
+    /// `KAIROS_MASTER_KEY`: 32 random bytes, base64; wraps the per-user data keys.
+    pub master_key: Option<String>,
+    /// `KAIROS_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `KAIROS_RATE_LIMIT_PER_MINUTE`: per API key, default 100 (bursts to twice that); 0 = off.
+    pub rate_limit_per_minute: u32,
+    /// `KAIROS_DB_POOL_SIZE`: connections for requests, default 20.
+    pub pool_size: u32,
+    /// `KAIROS_READ_YOUR_WRITES_TIMEOUT_MS`: how long a command waits for read models, default 5000.
+    pub read_your_writes_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("public_url", &self.public_url)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
+            .field("log_format", &self.log_format)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let database_url = var("DATABASE_URL").context(
+            "DATABASE_URL is not set: point it at a PostgreSQL database, or use `make run`, which starts one",
+        )?;
+        let log_format = match var("KAIROS_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("KAIROS_LOG_FORMAT must be text or json, not {other:?}"),
+        };
+        let number = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match var(name) {
+                None => Ok(default),
+                Some(raw) => raw
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name} must be a non-negative integer")),
+            }
+        };
+        Ok(Self {
+            database_url,
+            bind: var("KAIROS_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string()),
+            public_url: var("KAIROS_PUBLIC_URL"),
+            master_key: var("KAIROS_MASTER_KEY"),
+            log_format,
+            rate_limit_per_minute: u32::try_from(number("KAIROS_RATE_LIMIT_PER_MINUTE", 100)?)
+                .context("KAIROS_RATE_LIMIT_PER_MINUTE is too large")?,
+            pool_size: u32::try_from(number("KAIROS_DB_POOL_SIZE", 20)?.max(2))
+                .context("KAIROS_DB_POOL_SIZE is too large")?,
+            read_your_writes_timeout: Duration::from_millis(number(
+                "KAIROS_READ_YOUR_WRITES_TIMEOUT_MS",
+                5000,
+            )?),
+        })
+    }
+
+    /// The master key, which every command that writes or reads personal data needs.
+    pub fn keyring(&self) -> anyhow::Result<projections::keyring::Keyring> {
+        let encoded = self.master_key.as_deref().context(
+            "KAIROS_MASTER_KEY is not set: it wraps the per-user data keys (32 random bytes, base64, e.g. \
+             `head -c 32 /dev/urandom | base64`); `make run` keeps one in .data/master.key",
+        )?;
+        projections::keyring::Keyring::from_base64(encoded).context("KAIROS_MASTER_KEY is invalid")
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}

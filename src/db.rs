@@ -1,0 +1,63 @@
+//! Connections. Migrations run as the database owner; everything else runs as the
+//! `kairos_service` role, which may only SELECT and INSERT on `events` (see the first
+//! migration), switched to by `SET ROLE` as each pooled connection opens.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+
+pub const SERVICE_ROLE: &str = "kairos_service";
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Applies pending migrations as the owner.
+pub async fn migrate(database_url: &str) -> Result<(), sqlx::Error> {
+    let pool = owner_pool(database_url, 1).await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// A pool of owner connections: migrations, rebuild swaps, and tests that tamper.
+pub async fn owner_pool(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options(database_url)?)
+        .await
+}
+
+/// A pool of service-role connections. `statement_timeout` bounds every statement of the
+/// request path, so a stuck query answers 503 instead of hanging a client.
+pub async fn service_pool(
+    database_url: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |connection, _meta| {
+            Box::pin(async move {
+                connection
+                    .execute(format!("SET ROLE {SERVICE_ROLE}").as_str())
+                    .await?;
+                if let Some(timeout) = statement_timeout {
+                    connection
+                        .execute(
+                            format!("SET statement_timeout = {}", timeout.as_millis()).as_str(),
+                        )
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options(database_url)?)
+        .await
+}
+
+fn options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(database_url)?.application_name("kairos"))
+}

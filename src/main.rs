@@ -1,0 +1,15 @@
+//! `kairos`: the server and its command line. Thin on purpose: parse, run, report.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = kairos::cli::Cli::parse();
+    match kairos::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kairos: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

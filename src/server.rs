@@ -1,0 +1,98 @@
+//! Assembling a running Kairos: pools, the projector runtime, the command bus and the HTTP
+//! state. `kairos serve` and the integration tests build it the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use projections::clock::SharedClock;
+use projections::keyring::Keyring;
+use projections::runtime::{Runtime, RuntimeConfig, RuntimeHandle, Shutdown, ShutdownTrigger};
+use sqlx::PgPool;
+
+use crate::commands::CommandBus;
+use crate::db;
+use crate::event_store::EventStore;
+use crate::http::metrics::Metrics;
+use crate::http::rate_limit::RateLimits;
+use crate::http::{self, AppState};
+
+/// Statements on the request path give up after this long (the client gets 503).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Options {
+    pub database_url: String,
+    pub keyring: Keyring,
+    pub clock: SharedClock,
+    pub public_url: String,
+    pub pool_size: u32,
+    pub rate_limit_per_minute: u32,
+    pub read_your_writes_timeout: Duration,
+    pub runtime: RuntimeConfig,
+}
+
+/// A started Kairos: serve [`Kairos::router`], then [`Kairos::stop`].
+pub struct Kairos {
+    pub state: AppState,
+    projections: RuntimeHandle,
+    shutdown: ShutdownTrigger,
+    projector_pool: PgPool,
+}
+
+impl Kairos {
+    pub async fn start(options: Options) -> Result<Self, sqlx::Error> {
+        let pool = db::service_pool(
+            &options.database_url,
+            options.pool_size,
+            Some(STATEMENT_TIMEOUT),
+        )
+        .await?;
+        let projectors = projections::all_projectors();
+        // Each projector leader keeps a connection; the rest serve listeners and catch-ups.
+        let projector_pool =
+            db::service_pool(&options.database_url, projectors.len() as u32 + 3, None).await?;
+        let runtime = Runtime::new(
+            projector_pool.clone(),
+            options.keyring.clone(),
+            projectors,
+            options.runtime,
+        );
+        let progress = runtime.progress();
+        let waker = runtime.waker();
+        let (shutdown, signal) = Shutdown::new();
+        let handle = runtime.start(signal).await?;
+        let store = EventStore::new(pool.clone(), options.keyring);
+        let bus = CommandBus::new(
+            store,
+            options.clock,
+            progress,
+            waker,
+            options.read_your_writes_timeout,
+        );
+        let state = AppState {
+            pool,
+            bus,
+            public_url: options.public_url.into(),
+            metrics: Arc::new(Metrics::default()),
+            rate_limiter: Arc::new(RateLimits::new(options.rate_limit_per_minute)),
+        };
+        Ok(Self {
+            state,
+            projections: handle,
+            shutdown,
+            projector_pool,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        http::app(self.state.clone())
+    }
+
+    /// Stops the projectors after their current batch and closes the pools.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        self.projections.join().await;
+        self.state.pool.close().await;
+        self.projector_pool.close().await;
+    }
+}
