@@ -48,6 +48,9 @@ pub enum Command {
     /// The projectors that build the read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// The event history.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create a demo company on an empty installation and print a ready API key (used by
     /// `make run`). On later runs, print the saved key again, or issue a fresh one.
     Demo {
@@ -101,6 +104,18 @@ pub enum ApiKeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every aggregate's hash chain; exit 1 naming the first event that does not match.
+    Verify {
+        /// Only the aggregates of this company.
+        #[arg(long)]
+        company: Option<Uuid>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
     /// Position, lag, state and last error of each projector.
     Status {
@@ -148,7 +163,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Status { json }) => {
             projections_status(&config, json).await
         }
+        Command::Audit(AuditCommand::Verify { company, json }) => {
+            audit_verify(&config, company, json).await
+        }
         Command::Demo { key_file } => demo(&config, &key_file).await,
+    }
+}
+
+async fn audit_verify(config: &Config, company: Option<Uuid>, json: bool) -> anyhow::Result<()> {
+    let pool = db::service_pool(&config.database_url, 1, None).await?;
+    let report = crate::audit::verify_chains(&pool, company).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    match &report.first_broken {
+        None => {
+            if !json {
+                println!(
+                    "ok: {} events in {} aggregates, every hash matches",
+                    report.events_checked, report.aggregates_checked
+                );
+            }
+            Ok(())
+        }
+        Some(broken) => {
+            if !json {
+                println!(
+                    "BROKEN: event {} (position {}, {} {} sequence {}, {}): {}",
+                    broken.event_id,
+                    broken.position,
+                    broken.aggregate_type,
+                    broken.aggregate_id,
+                    broken.sequence,
+                    broken.event_type,
+                    broken.reason
+                );
+            }
+            std::process::exit(1);
+        }
     }
 }
 

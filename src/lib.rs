@@ -11,11 +11,13 @@
 //! - [`event_store`]: the append (claims, idempotency, sealing, hash chain) and loading;
 //! - [`commands`]: load → decide → append → retry, and read-your-writes waits;
 //! - [`api_keys`], [`provisioning`]: key tokens, company bootstrap;
+//! - [`audit`]: verifying the hash chains;
 //! - [`http`]: the router, middleware, extractors, errors and endpoints;
 //! - [`server`]: assembling pools, projectors and HTTP state;
 //! - [`cli`]: the `kairos` command line.
 
 pub mod api_keys;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -119,7 +119,16 @@ pub async fn create_company(
             )
             .await;
         match created {
-            Err(CompanyError::Invalid(invalid)) => errors.extend(invalid.into_vec()),
+            Err(CompanyError::Invalid(invalid)) => {
+                errors.extend(invalid.into_vec());
+                // The key is not decided without a company; still report a bad expiry now.
+                if !aggregates::company::KEY_DAYS.contains(&input.key_days) {
+                    errors.push(FieldError {
+                        field: "days".into(),
+                        message: "API keys expire after 1 to 90 days".into(),
+                    });
+                }
+            }
             Err(other) => return Err(ProvisionError::Other(other.to_string())),
             Ok(()) => {
                 let issued = company

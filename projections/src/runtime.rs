@@ -500,8 +500,32 @@ pub async fn apply_next_batch(
     projector: &dyn Projector,
     batch_size: i64,
 ) -> Result<Option<LogPosition>, ProjectionError> {
-    let name = projector.name();
     let mut tx = connection.begin().await?;
+    match apply_in(&mut tx, keyring, projector, batch_size).await {
+        Ok(Some(position)) => {
+            tx.commit().await?;
+            Ok(Some(position))
+        }
+        Ok(None) => {
+            tx.rollback().await?;
+            Ok(None)
+        }
+        Err(error) => {
+            // Roll back now, not when the connection is next used: the checkpoint row stays
+            // locked until then, and recording the failure needs it.
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn apply_in(
+    tx: &mut PgConnection,
+    keyring: &Keyring,
+    projector: &dyn Projector,
+    batch_size: i64,
+) -> Result<Option<LogPosition>, ProjectionError> {
+    let name = projector.name();
     let row = sqlx::query(
         "SELECT tx_id::text AS tx_id, position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",
     )
@@ -513,13 +537,12 @@ pub async fn apply_next_batch(
         tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id")?),
         position: row.try_get("position")?,
     };
-    let mut events = log::read_after(&mut tx, checkpoint, batch_size).await?;
+    let mut events = log::read_after(&mut *tx, checkpoint, batch_size).await?;
     let Some(last) = events.last().map(LogEvent::log_position) else {
-        tx.rollback().await?;
         return Ok(None);
     };
-    log::open_personal_fields(&mut tx, keyring, &mut events).await?;
-    projector.apply(&mut tx, &events).await?;
+    log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
+    projector.apply(&mut *tx, &events).await?;
     sqlx::query(
         "UPDATE projector_checkpoints \
          SET tx_id = $2::text::xid8, position = $3, events_applied = events_applied + $4, \
@@ -537,7 +560,6 @@ pub async fn apply_next_batch(
         .bind(format!("{name} {} {}", last.tx_id, last.position))
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(Some(last))
 }
 

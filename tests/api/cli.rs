@@ -1,0 +1,254 @@
+//! The `kairos` command line, run as a real process against a test database.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn kairos(app: &TestApp, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"));
+    command
+        .args(args)
+        .env("DATABASE_URL", &app.db.url)
+        .env("KAIROS_MASTER_KEY", &app.master_key)
+        .env("RUST_LOG", "warn");
+    command.output().await.expect("run kairos")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[tokio::test]
+async fn company_create_prints_json_with_a_key_that_works_at_once() {
+    let app = spawn_app().await;
+    let output = kairos(
+        &app,
+        &[
+            "company",
+            "create",
+            "--name",
+            "Initech",
+            "--owner-email",
+            "bill@initech.example.com",
+            "--owner-given-name",
+            "Bill",
+            "--owner-family-name",
+            "Lumbergh",
+            "--timezone",
+            "America/Chicago",
+            "--key-days",
+            "7",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    for field in [
+        "companyId",
+        "ownerUserId",
+        "apiKeyId",
+        "apiKey",
+        "expiresAt",
+    ] {
+        assert!(created.get(field).is_some(), "{field} in {created}");
+    }
+    let key = created["apiKey"].as_str().unwrap();
+    let me = app.get("/v4/user/me").key(key).send().await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.body["email"], "bill@initech.example.com");
+    assert_eq!(me.body["userType"], "standard");
+    assert_eq!(me.body["id"], created["ownerUserId"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn company_create_reports_every_bad_field_and_creates_nothing() {
+    let app = spawn_app().await;
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let output = kairos(
+        &app,
+        &[
+            "company",
+            "create",
+            "--name",
+            "",
+            "--owner-email",
+            "nope",
+            "--owner-given-name",
+            "B",
+            "--owner-family-name",
+            "L",
+            "--timezone",
+            "Mars/Base",
+            "--key-days",
+            "91",
+        ],
+    )
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in ["name", "days", "owner.email", "owner.timezone"] {
+        assert!(stderr.contains(expected), "{expected} in {stderr}");
+    }
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events_after, events_before);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_key_create_and_revoke_take_effect_at_once() {
+    let app = spawn_app().await;
+    let company = app.company.company_id.to_string();
+    let output = kairos(
+        &app,
+        &[
+            "api-key",
+            "create",
+            "--company",
+            &company,
+            "--days",
+            "90",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let issued: Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let key = issued["apiKey"].as_str().unwrap();
+    assert_eq!(app.get("/v4/user/me").key(key).send().await.status, 200);
+
+    let revoke = kairos(
+        &app,
+        &["api-key", "revoke", issued["apiKeyId"].as_str().unwrap()],
+    )
+    .await;
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    app.get("/v4/user/me")
+        .key(key)
+        .send()
+        .await
+        .assert_error(401, "Invalid API key");
+
+    let bad_days = kairos(
+        &app,
+        &["api-key", "create", "--company", &company, "--days", "0"],
+    )
+    .await;
+    assert!(!bad_days.status.success());
+    let unknown = kairos(
+        &app,
+        &["api-key", "revoke", &uuid::Uuid::new_v4().to_string()],
+    )
+    .await;
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("API key not found"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn commands_that_need_the_master_key_refuse_to_run_without_it() {
+    let app = spawn_app().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["serve"])
+        .env("DATABASE_URL", &app.db.url)
+        .env_remove("KAIROS_MASTER_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("KAIROS_MASTER_KEY is not set"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn projections_status_lists_every_projector_with_its_state() {
+    let app = spawn_app().await;
+    let output = kairos(&app, &["projections", "status", "--json"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let statuses: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    let names: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "availabilities",
+        "companies",
+        "meeting_types",
+        "user_profiles",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s["state"] == "running" && s["lag"] == 0),
+        "{statuses:?}"
+    );
+    let text = kairos(&app, &["projections", "status"]).await;
+    assert!(stdout(&text).contains("user_profiles"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
+    let app = spawn_app().await;
+    let clean = kairos(&app, &["audit", "verify"]).await;
+    assert!(clean.status.success(), "{}", stdout(&clean));
+    assert!(stdout(&clean).starts_with("ok: "), "{}", stdout(&clean));
+
+    let (position, event_id): (i64, uuid::Uuid) = sqlx::query_as(
+        "SELECT global_position, event_id FROM events WHERE event_type = 'CompanyCreated'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let mut owner = app.owner.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        .execute(&mut *owner)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events SET payload = jsonb_set(payload, '{name}', '\"Evil Corp\"') WHERE global_position = $1")
+        .bind(position)
+        .execute(&mut *owner)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
+        .execute(&mut *owner)
+        .await
+        .unwrap();
+    owner.commit().await.unwrap();
+
+    let broken = kairos(&app, &["audit", "verify"]).await;
+    assert_eq!(broken.status.code(), Some(1));
+    let text = stdout(&broken);
+    assert!(
+        text.contains(&event_id.to_string()) && text.contains(&format!("position {position}")),
+        "{text}"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests against a real PostgreSQL: every test gets a database of its own and a
+//! started Kairos (projectors included), driven through the real router.
+
+mod cli;
+mod event_store;
+mod helpers;
+mod http;
+mod projectors;
+mod users;
