@@ -24,8 +24,9 @@ help:
 
 run:
 	$(CARGO) build --profile $(PROFILE) --bin kairos
-	export DATABASE_URL="$${DATABASE_URL:-$$($(DB) ensure $(RUN_DB))}"; \
-	export KAIROS_MASTER_KEY="$${KAIROS_MASTER_KEY:-$$(scripts/master-key.sh)}"; \
+	db_url="$${DATABASE_URL:-}"; [ -n "$$db_url" ] || db_url=$$($(DB) ensure $(RUN_DB)); \
+	master="$${KAIROS_MASTER_KEY:-}"; [ -n "$$master" ] || master=$$(scripts/master-key.sh); \
+	export DATABASE_URL="$$db_url" KAIROS_MASTER_KEY="$$master"; \
 	$(BIN) migrate; \
 	$(BIN) demo --key-file .data/demo-key.json; \
 	exec $(BIN) serve --no-migrate
@@ -35,7 +36,8 @@ run:
 test: unit-test smoke
 
 unit-test: clean-test-dbs
-	export KAIROS_TEST_DATABASE_URL="$${DATABASE_URL:-$$($(DB) ensure kairos_test)}"; \
+	db_url="$${DATABASE_URL:-}"; [ -n "$$db_url" ] || db_url=$$($(DB) ensure kairos_test); \
+	export KAIROS_TEST_DATABASE_URL="$$db_url"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

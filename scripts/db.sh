@@ -60,7 +60,8 @@ install_postgres() {
 # Runs a server binary as the unprivileged cluster user when we are root.
 as_cluster_user() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /, so the unprivileged user never needs access to the caller's directory.
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
@@ -84,6 +85,11 @@ prepare_root_user() {
     LOG="$elsewhere.log"
     touch "$LOG"; chown postgres "$LOG"
   fi
+  # Server binaries get the real path: they may not be able to follow .data/pg.
+  if [ -L "$CLUSTER" ]; then
+    CLUSTER=$(readlink -f "$CLUSTER")
+    LOG="$CLUSTER.log"
+  fi
 }
 
 ensure_cluster() {
@@ -99,8 +105,8 @@ ensure_cluster() {
   if [ ! -f "$CLUSTER/PG_VERSION" ]; then
     say "initialising a cluster in $CLUSTER with $BINDIR"
     mkdir -p "$CLUSTER"
-    [ "$(id -u)" -eq 0 ] && chown postgres "$CLUSTER" "$(readlink -f "$CLUSTER")"
-    chmod 700 "$(readlink -f "$CLUSTER")"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$CLUSTER"; fi
+    chmod 700 "$CLUSTER"
     as_cluster_user "$BINDIR/initdb" -D "$CLUSTER" -U "$OWNER" --auth=trust \
       --encoding=UTF8 --locale=C >/dev/null
     cat >>"$CLUSTER/postgresql.conf" <<EOF
@@ -113,7 +119,7 @@ shared_buffers = 256MB
 EOF
   fi
   if ! as_cluster_user "$BINDIR/pg_ctl" -D "$CLUSTER" status >/dev/null 2>&1; then
-    [ "$(id -u)" -eq 0 ] && { touch "$LOG"; chown postgres "$LOG"; }
+    if [ "$(id -u)" -eq 0 ]; then touch "$LOG"; chown postgres "$LOG"; fi
     as_cluster_user "$BINDIR/pg_ctl" -D "$CLUSTER" -l "$LOG" -w -t 60 -o "-p $PORT" start >/dev/null \
       || { tail -n 20 "$LOG" >&2; die "the cluster did not start (log: $LOG)"; }
   fi
@@ -142,7 +148,8 @@ case "$cmd" in
   stop)
     BINDIR=$(find_bindir)
     [ -n "$BINDIR" ] && [ -f "$CLUSTER/PG_VERSION" ] || exit 0
-    as_cluster_user "$BINDIR/pg_ctl" -D "$CLUSTER" -m fast stop || true
+    CLUSTER=$(readlink -f "$CLUSTER")
+    as_cluster_user "$BINDIR/pg_ctl" -D "$CLUSTER" -m fast stop >/dev/null || true
     ;;
   psql)
     db=${2:?usage: db.sh psql DBNAME}; shift 2
