@@ -5,6 +5,7 @@
 #                                 .data/pg on first use, start it, create DBNAME; prints its URL
 #   scripts/db.sh stop            stop the cluster
 #   scripts/db.sh psql DBNAME ... psql against the cluster as the owner
+#   scripts/db.sh bindir          the directory of the PostgreSQL binaries in use (pgbench…)
 #
 # The cluster listens on 127.0.0.1:${KAIROS_PG_PORT:-54329} only, with trust authentication:
 # it is a throwaway development and test database, never a production one. initdb and postgres
@@ -151,13 +152,17 @@ case "$cmd" in
     CLUSTER=$(readlink -f "$CLUSTER")
     as_cluster_user "$BINDIR/pg_ctl" -D "$CLUSTER" -m fast stop >/dev/null || true
     ;;
+  bindir)
+    ensure_cluster
+    echo "$BINDIR"
+    ;;
   psql)
     db=${2:?usage: db.sh psql DBNAME}; shift 2
     ensure_cluster
     psql_owner "$db" "$@"
     ;;
   *)
-    echo "usage: scripts/db.sh ensure DBNAME | stop | psql DBNAME [ARGS]" >&2
+    echo "usage: scripts/db.sh ensure DBNAME | stop | bindir | psql DBNAME [ARGS]" >&2
     exit 2
     ;;
 esac

@@ -29,6 +29,8 @@ pub struct Config {
     pub pool_size: u32,
     /// `KAIROS_READ_YOUR_WRITES_TIMEOUT_MS`: how long a command waits for read models, default 5000.
     pub read_your_writes_timeout: Duration,
+    /// `KAIROS_WINDOWS_CACHE_USERS`: users whose bookable windows stay in memory, default 250000.
+    pub windows_cache_users: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -78,6 +80,8 @@ impl Config {
                 "KAIROS_READ_YOUR_WRITES_TIMEOUT_MS",
                 5000,
             )?),
+            windows_cache_users: usize::try_from(number("KAIROS_WINDOWS_CACHE_USERS", 250_000)?)
+                .context("KAIROS_WINDOWS_CACHE_USERS is too large")?,
         })
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use projections::bookable_windows::WindowsCache;
 use projections::clock::SharedClock;
 use projections::keyring::Keyring;
 use projections::runtime::{Runtime, RuntimeConfig, RuntimeHandle, Shutdown, ShutdownTrigger};
@@ -29,6 +30,8 @@ pub struct Options {
     pub rate_limit_per_minute: u32,
     pub read_your_writes_timeout: Duration,
     pub runtime: RuntimeConfig,
+    /// How many users' bookable windows the server keeps in memory.
+    pub windows_cache_users: usize,
 }
 
 /// A started Kairos: serve [`Kairos::router`], then [`Kairos::stop`].
@@ -47,16 +50,18 @@ impl Kairos {
             Some(STATEMENT_TIMEOUT),
         )
         .await?;
-        let projectors = projections::all_projectors();
+        let windows = Arc::new(WindowsCache::new(options.windows_cache_users));
+        let projectors = projections::all_projectors(options.clock.clone(), windows.clone());
         // Each projector leader keeps a connection; the rest serve listeners and catch-ups.
         let projector_pool =
             db::service_pool(&options.database_url, projectors.len() as u32 + 3, None).await?;
-        let runtime = Runtime::new(
+        let mut runtime = Runtime::new(
             projector_pool.clone(),
             options.keyring.clone(),
             projectors,
             options.runtime,
         );
+        runtime.subscribe(windows.subscription());
         let progress = runtime.progress();
         let waker = runtime.waker();
         let (shutdown, signal) = Shutdown::new();
@@ -73,6 +78,7 @@ impl Kairos {
             pool,
             bus,
             public_url: options.public_url.into(),
+            windows,
             metrics: Arc::new(Metrics::default()),
             rate_limiter: Arc::new(RateLimits::new(options.rate_limit_per_minute)),
         };

@@ -7,11 +7,13 @@
 //! - [`runtime`]: following the log, checkpoints, leadership, read-your-writes progress;
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
-//!   [`meeting_types`].
+//!   [`meeting_types`], [`bookable_windows`];
+//! - [`clock`]: time as a replaceable value.
 //!
 //! [`all_projectors`] lists every projector the server runs.
 
 pub mod availabilities;
+pub mod bookable_windows;
 pub mod clock;
 pub mod companies;
 pub mod keyring;
@@ -22,14 +24,18 @@ pub mod user_profiles;
 
 use std::sync::Arc;
 
+use bookable_windows::{BookableWindowsProjector, WindowsCache};
+use clock::SharedClock;
 use runtime::Projector;
 
-/// Every projector, in the order `kairos projections status` lists them.
-pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
+/// Every projector. The windows projector reads the clock (its horizon moves with the days)
+/// and drops changed users from `windows`, the cache the query side serves from.
+pub fn all_projectors(clock: SharedClock, windows: Arc<WindowsCache>) -> Vec<Arc<dyn Projector>> {
     vec![
         Arc::new(companies::CompaniesProjector),
         Arc::new(user_profiles::UserProfilesProjector),
         Arc::new(availabilities::AvailabilitiesProjector),
         Arc::new(meeting_types::MeetingTypesProjector),
+        Arc::new(BookableWindowsProjector::new(clock, windows)),
     ]
 }

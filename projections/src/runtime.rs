@@ -53,6 +53,34 @@ pub trait Projector: Send + Sync + 'static {
         tx: &mut PgConnection,
         events: &[LogEvent],
     ) -> Result<(), ProjectionError>;
+
+    /// Called after a batch committed, before its progress is published: the place to drop
+    /// in-memory caches of what the batch changed, so a reader that waited for the progress
+    /// never sees the old value.
+    fn committed(&self, _events: &[LogEvent]) {}
+
+    /// Time-driven upkeep (the bookable windows move their horizon as days pass), run by the
+    /// leader when idle, inside a transaction holding the checkpoint row, with the log
+    /// applied up to `applied`. Returns the keys it changed, for [`Projector::maintained`].
+    async fn maintain(
+        &self,
+        _tx: &mut PgConnection,
+        _applied: LogPosition,
+    ) -> Result<Vec<String>, ProjectionError> {
+        Ok(Vec::new())
+    }
+
+    /// Called after a maintenance transaction committed, with the keys it changed.
+    fn maintained(&self, _keys: &[String]) {}
+}
+
+/// A notification channel some in-memory cache follows: `on_notice` with each payload, and
+/// `on_gap` when notifications may have been missed (the listener reconnected).
+#[derive(Clone)]
+pub struct Subscription {
+    pub channel: &'static str,
+    pub on_notice: Arc<dyn Fn(&str) + Send + Sync>,
+    pub on_gap: Arc<dyn Fn() + Send + Sync>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +103,8 @@ pub struct RuntimeConfig {
     pub standby_poll: Duration,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How often an idle leader runs [`Projector::maintain`].
+    pub maintenance_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -85,6 +115,7 @@ impl Default for RuntimeConfig {
             standby_poll: Duration::from_secs(1),
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(60),
         }
     }
 }
@@ -228,6 +259,7 @@ pub struct Runtime {
     progress: Progress,
     wake: Arc<Notify>,
     config: RuntimeConfig,
+    subscriptions: Vec<Subscription>,
 }
 
 /// Handle to a started runtime: its tasks stop when the shutdown given to `start` fires.
@@ -260,7 +292,15 @@ impl Runtime {
             projectors,
             wake: Arc::new(Notify::new()),
             config,
+            subscriptions: Vec::new(),
         }
+    }
+
+    /// Follows `subscription`'s channel with the same listener that relays checkpoints, so a
+    /// cache invalidation sent in a batch's transaction is handled before that batch's
+    /// progress is published here.
+    pub fn subscribe(&mut self, subscription: Subscription) {
+        self.subscriptions.push(subscription);
     }
 
     pub fn progress(&self) -> Progress {
@@ -281,6 +321,7 @@ impl Runtime {
             self.pool.clone(),
             self.wake.clone(),
             self.progress.clone(),
+            self.subscriptions.clone(),
             shutdown.clone(),
         ))];
         for projector in &self.projectors {
@@ -308,8 +349,16 @@ pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Er
 
 /// Relays notifications: appends wake the local leaders, checkpoints of other processes
 /// update [`Progress`]. On a lost connection it reconnects; polling covers the gap.
-async fn listen(pool: PgPool, wake: Arc<Notify>, progress: Progress, mut shutdown: Shutdown) {
+async fn listen(
+    pool: PgPool,
+    wake: Arc<Notify>,
+    progress: Progress,
+    subscriptions: Vec<Subscription>,
+    mut shutdown: Shutdown,
+) {
     let mut backoff = Duration::from_millis(100);
+    let mut channels = vec![EVENTS_CHANNEL, CHECKPOINTS_CHANNEL];
+    channels.extend(subscriptions.iter().map(|s| s.channel));
     while !shutdown.is_triggered() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
@@ -323,12 +372,13 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, progress: Progress, mut shutdow
                 continue;
             }
         };
-        if let Err(error) = listener
-            .listen_all([EVENTS_CHANNEL, CHECKPOINTS_CHANNEL])
-            .await
-        {
+        if let Err(error) = listener.listen_all(channels.iter().copied()).await {
             tracing::warn!(%error, "LISTEN failed; polling meanwhile");
             continue;
+        }
+        // Whatever was sent while not listening is lost: caches start over.
+        for subscription in &subscriptions {
+            (subscription.on_gap)();
         }
         backoff = Duration::from_millis(100);
         loop {
@@ -339,16 +389,26 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, progress: Progress, mut shutdow
             match notification {
                 Ok(Some(notification)) => match notification.channel() {
                     EVENTS_CHANNEL => wake.notify_waiters(),
-                    _ => {
+                    CHECKPOINTS_CHANNEL => {
                         if let Some((name, position)) =
                             parse_checkpoint_notice(notification.payload())
                         {
                             progress.publish(name, position);
                         }
                     }
+                    channel => {
+                        for subscription in subscriptions.iter().filter(|s| s.channel == channel) {
+                            (subscription.on_notice)(notification.payload());
+                        }
+                    }
                 },
                 // The connection was lost and re-established: anything may have been missed.
-                Ok(None) => wake.notify_waiters(),
+                Ok(None) => {
+                    for subscription in &subscriptions {
+                        (subscription.on_gap)();
+                    }
+                    wake.notify_waiters();
+                }
                 Err(error) => {
                     tracing::warn!(%error, "log notifications interrupted; reconnecting");
                     break;
@@ -418,6 +478,7 @@ impl Runner {
     async fn follow(&self, connection: &mut PoolConnection<Postgres>, shutdown: &mut Shutdown) {
         let name = self.projector.name();
         let mut backoff = self.config.first_backoff;
+        let mut last_maintenance: Option<tokio::time::Instant> = None;
         loop {
             // Register interest before looking, so an append between the look and the wait
             // still wakes us.
@@ -441,6 +502,16 @@ impl Runner {
                 }
                 Ok(None) => {
                     backoff = self.config.first_backoff;
+                    let due = last_maintenance
+                        .is_none_or(|at| at.elapsed() >= self.config.maintenance_interval);
+                    if due {
+                        last_maintenance = Some(tokio::time::Instant::now());
+                        if let Err(error) = maintain_once(connection, self.projector.as_ref()).await
+                        {
+                            tracing::error!(projector = name, %error, "maintenance failed; it will run again");
+                            record_failure(&self.pool, name, &error.to_string()).await;
+                        }
+                    }
                     tokio::select! {
                         _ = &mut woken => {}
                         _ = tokio::time::sleep(self.config.idle_poll) => {}
@@ -502,8 +573,9 @@ pub async fn apply_next_batch(
 ) -> Result<Option<LogPosition>, ProjectionError> {
     let mut tx = connection.begin().await?;
     match apply_in(&mut tx, keyring, projector, batch_size).await {
-        Ok(Some(position)) => {
+        Ok(Some((position, events))) => {
             tx.commit().await?;
+            projector.committed(&events);
             Ok(Some(position))
         }
         Ok(None) => {
@@ -519,13 +591,11 @@ pub async fn apply_next_batch(
     }
 }
 
-async fn apply_in(
+/// Locks and reads a projector's checkpoint.
+async fn lock_checkpoint(
     tx: &mut PgConnection,
-    keyring: &Keyring,
-    projector: &dyn Projector,
-    batch_size: i64,
-) -> Result<Option<LogPosition>, ProjectionError> {
-    let name = projector.name();
+    name: &str,
+) -> Result<LogPosition, ProjectionError> {
     let row = sqlx::query(
         "SELECT tx_id::text AS tx_id, position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",
     )
@@ -533,10 +603,47 @@ async fn apply_in(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ProjectionError::Invalid(format!("no checkpoint row for projector {name}")))?;
-    let checkpoint = LogPosition {
+    Ok(LogPosition {
         tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id")?),
         position: row.try_get("position")?,
-    };
+    })
+}
+
+/// One maintenance transaction of `projector`, with its checkpoint row held so no batch
+/// runs meanwhile.
+pub async fn maintain_once(
+    connection: &mut PgConnection,
+    projector: &dyn Projector,
+) -> Result<usize, ProjectionError> {
+    let mut tx = connection.begin().await?;
+    let result = async {
+        let applied = lock_checkpoint(&mut tx, projector.name()).await?;
+        projector.maintain(&mut tx, applied).await
+    }
+    .await;
+    match result {
+        Ok(keys) => {
+            tx.commit().await?;
+            if !keys.is_empty() {
+                projector.maintained(&keys);
+            }
+            Ok(keys.len())
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn apply_in(
+    tx: &mut PgConnection,
+    keyring: &Keyring,
+    projector: &dyn Projector,
+    batch_size: i64,
+) -> Result<Option<(LogPosition, Vec<LogEvent>)>, ProjectionError> {
+    let name = projector.name();
+    let checkpoint = lock_checkpoint(&mut *tx, name).await?;
     let mut events = log::read_after(&mut *tx, checkpoint, batch_size).await?;
     let Some(last) = events.last().map(LogEvent::log_position) else {
         return Ok(None);
@@ -560,7 +667,7 @@ async fn apply_in(
         .bind(format!("{name} {} {}", last.tx_id, last.position))
         .execute(&mut *tx)
         .await?;
-    Ok(Some(last))
+    Ok(Some((last, events)))
 }
 
 async fn record_failure(pool: &PgPool, name: &str, error: &str) {

@@ -19,6 +19,9 @@ pub enum ApiError {
     /// 400 with every bad field.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// 400 with every bad field and a sentence of the spec's own for them.
+    #[error("{0}")]
+    ValidationMessage(String, Vec<FieldError>),
     /// 400 that is not about a single field (or names it in the sentence).
     #[error("{0}")]
     BadRequest(String),
@@ -79,7 +82,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::ValidationMessage(..) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -101,14 +106,10 @@ impl ApiError {
                     [only] => only.message.clone(),
                     _ => format!("Validation failed: {} fields are invalid", errors.len()),
                 };
-                let errors = errors
-                    .iter()
-                    .map(|e| FieldErrorBody {
-                        field: e.field.clone(),
-                        message: e.message.clone(),
-                    })
-                    .collect();
-                (message, Some(errors))
+                (message, Some(field_bodies(errors)))
+            }
+            ApiError::ValidationMessage(message, errors) => {
+                (message.clone(), Some(field_bodies(errors)))
             }
             ApiError::BadRequest(message)
             | ApiError::Forbidden(message)
@@ -135,6 +136,16 @@ impl ApiError {
             errors,
         }
     }
+}
+
+fn field_bodies(errors: &[FieldError]) -> Vec<FieldErrorBody> {
+    errors
+        .iter()
+        .map(|e| FieldErrorBody {
+            field: e.field.clone(),
+            message: e.message.clone(),
+        })
+        .collect()
 }
 
 impl From<FieldErrors> for ApiError {

@@ -14,6 +14,7 @@ pub mod rate_limit;
 pub mod request_id;
 mod users;
 pub mod views;
+mod windows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub bus: CommandBus,
     /// Base of booking URLs (`KAIROS_PUBLIC_URL`).
     pub public_url: Arc<str>,
+    /// The bookable windows read model, held in memory.
+    pub windows: Arc<projections::bookable_windows::WindowsCache>,
     pub metrics: Arc<metrics::Metrics>,
     pub rate_limiter: Arc<RateLimits>,
 }
@@ -50,6 +53,7 @@ pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     Router::new()
         .merge(users::routes())
+        .merge(windows::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(not_found)

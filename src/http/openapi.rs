@@ -19,6 +19,7 @@ use super::AppState;
         super::users::list_users,
         super::users::update_user,
         super::users::delete_user,
+        super::windows::bookable_windows,
         super::health::live,
         super::health::ready,
     ),
@@ -26,6 +27,7 @@ use super::AppState;
     modifiers(&ApiKeyAuth),
     tags(
         (name = "users", description = "Platform users (api.md section 2)"),
+        (name = "bookable windows", description = "Bookable start times (api.md section 5)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

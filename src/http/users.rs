@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use projections::{availabilities, meeting_types, user_profiles};
+use projections::{availabilities, bookable_windows, meeting_types, user_profiles};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -35,6 +35,7 @@ pub const USER_READ_MODELS: &[&str] = &[
     user_profiles::NAME,
     availabilities::NAME,
     meeting_types::NAME,
+    bookable_windows::NAME,
 ];
 
 /// Derived slugs race with concurrent creations of namesakes; each lost race moves on to

@@ -29,6 +29,7 @@ pub fn fast_runtime() -> RuntimeConfig {
         standby_poll: Duration::from_millis(50),
         first_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
+        maintenance_interval: Duration::from_millis(50),
     }
 }
 
@@ -244,10 +245,12 @@ pub struct TestApp {
     pub company: CreatedCompany,
 }
 
-/// How a test app differs from the default (rate limiting off).
+/// How a test app differs from the default (rate limiting off, the clock at the real now).
 #[derive(Default)]
 pub struct AppOptions {
     pub rate_limit_per_minute: u32,
+    /// Where the manual clock starts, before anything (the test company included) is created.
+    pub now: Option<chrono::DateTime<Utc>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -258,7 +261,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let db = fresh_database().await;
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
-    let clock = ManualClock::new(Utc::now());
+    let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
     let kairos = Kairos::start(Options {
         database_url: db.url.clone(),
         keyring: keyring.clone(),
@@ -268,6 +271,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         rate_limit_per_minute: options.rate_limit_per_minute,
         read_your_writes_timeout: Duration::from_secs(10),
         runtime: fast_runtime(),
+        windows_cache_users: 10_000,
     })
     .await
     .expect("start kairos");

@@ -275,6 +275,7 @@ async fn x_request_id_is_echoed_when_sane_and_generated_otherwise() {
 async fn over_its_rate_limit_a_key_gets_429_with_retry_after() {
     let app = spawn_app_with(AppOptions {
         rate_limit_per_minute: 2,
+        ..Default::default()
     })
     .await;
     for remaining in (0..4).rev() {

@@ -7,3 +7,4 @@ mod helpers;
 mod http;
 mod projectors;
 mod users;
+mod windows;

@@ -1,0 +1,668 @@
+//! Read model `bookable_windows`: every enabled meeting type's slot starts, precomputed for
+//! `[today − 1 day, today + horizonDays + 1 day]` in its availability's zone (architecture.md,
+//! "Bookable windows read model"). Owns table `bookable_windows` and the in-memory
+//! [`WindowsCache`] the query side serves from.
+//!
+//! The projector recomputes one user at a time, from that user's own event stream folded by
+//! the User aggregate itself (so the read model cannot drift from the rule the aggregate
+//! keeps), through the pure slot rule of `aggregates::slots`. Starts are stored as arithmetic
+//! runs (see the migration for why). Maintenance moves each meeting type's horizon when its
+//! zone's date changes.
+//!
+//! Consistency: a reader that waited for this projector's progress sees the new windows. The
+//! projector drops changed users from this process's cache after commit and before its
+//! progress is published, and notifies other processes on `kairos_windows` inside the batch's
+//! transaction, ahead of the checkpoint notification their listener relays.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use aggregates::slots::{self, Availability};
+use aggregates::user::{User, UserEvent, UserState};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use cqrs_es::Aggregate;
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+use crate::log::{LogEvent, LogPosition};
+use crate::runtime::{ProjectionError, Projector, Subscription};
+
+pub const NAME: &str = "bookable_windows";
+/// Other processes drop the users named here (comma-separated; `*` for everyone).
+pub const CHANNEL: &str = "kairos_windows";
+/// Users recomputed per maintenance transaction.
+const MAINTENANCE_CHUNK: i64 = 500;
+/// Postgres caps a notification payload at 8000 bytes; 150 UUIDs stay well below.
+const IDS_PER_NOTICE: usize = 150;
+
+/// `start + k · step` for `k < count`, in seconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub start: i64,
+    pub step: u32,
+    pub count: u32,
+}
+
+/// Compresses ascending starts into runs, greedily: a run grows while the next start is one
+/// more step on.
+pub fn encode_runs(starts: &[DateTime<Utc>]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for start in starts.iter().map(DateTime::timestamp) {
+        if let Some(run) = runs.last_mut() {
+            let next = run.start + i64::from(run.step) * i64::from(run.count);
+            if run.count == 1 && start > run.start {
+                if let Ok(step) = u32::try_from(start - run.start) {
+                    run.step = step;
+                    run.count = 2;
+                    continue;
+                }
+            } else if run.step > 0 && start == next {
+                run.count += 1;
+                continue;
+            }
+        }
+        runs.push(Run {
+            start,
+            step: 0,
+            count: 1,
+        });
+    }
+    runs
+}
+
+/// The starts of `runs` in `[from, to)`, ascending.
+pub fn starts_in(runs: &[Run], from: i64, to: i64) -> impl Iterator<Item = i64> + '_ {
+    runs.iter().flat_map(move |run| {
+        let step = i64::from(run.step.max(1));
+        let last = run.start + step * (i64::from(run.count) - 1);
+        let first_k = if from <= run.start {
+            0
+        } else {
+            (from - run.start + step - 1) / step
+        };
+        let (first_k, end_k) = if last < from || run.start >= to {
+            (0, 0)
+        } else {
+            let last_k = if to > last {
+                i64::from(run.count)
+            } else {
+                (to - run.start + step - 1) / step
+            };
+            (first_k, last_k)
+        };
+        (first_k..end_k).map(move |k| run.start + k * step)
+    })
+}
+
+/// One meeting type's windows as the query side holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeetingTypeWindows {
+    pub meeting_type_id: Uuid,
+    pub is_default: bool,
+    pub minimum_notice_minutes: u32,
+    pub horizon_days: u32,
+    pub runs: Vec<Run>,
+}
+
+impl MeetingTypeWindows {
+    /// Steps 4 and 5 of the rule on the precomputed starts: in `[from, to)`, no earlier than
+    /// `now + minimum notice`, before `now + horizon`.
+    pub fn starts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let earliest = now + Duration::minutes(i64::from(self.minimum_notice_minutes));
+        let horizon = now + Duration::days(i64::from(self.horizon_days));
+        let lower = from.max(earliest).timestamp();
+        let upper = to.min(horizon).timestamp();
+        if lower >= upper {
+            return Vec::new();
+        }
+        starts_in(&self.runs, lower, upper)
+            .filter_map(|seconds| DateTime::from_timestamp(seconds, 0))
+            .collect()
+    }
+}
+
+/// A user's windows: all its enabled meeting types, and what a query needs besides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserWindows {
+    pub user_id: Uuid,
+    pub company_id: Uuid,
+    /// The output zone of a query that names none.
+    pub user_timezone: Tz,
+    pub meeting_types: Vec<MeetingTypeWindows>,
+}
+
+impl UserWindows {
+    /// The meeting type asked for, or the user's default one.
+    pub fn meeting_type(&self, id: Option<Uuid>) -> Option<&MeetingTypeWindows> {
+        match id {
+            Some(id) => self.meeting_types.iter().find(|m| m.meeting_type_id == id),
+            None => self.meeting_types.iter().find(|m| m.is_default),
+        }
+    }
+}
+
+/// The user's windows from the table; `None` if it has none (unknown, deleted, or no
+/// enabled meeting type).
+pub async fn load_user_windows(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> Result<Option<UserWindows>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT meeting_type_id, company_id, is_default, user_timezone, minimum_notice_minutes, horizon_days, \
+                run_starts, run_steps, run_counts \
+         FROM bookable_windows WHERE user_id = $1 ORDER BY meeting_type_id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let company_id: Uuid = first.try_get("company_id")?;
+    let zone: String = first.try_get("user_timezone")?;
+    let user_timezone = Tz::from_str(&zone)
+        .map_err(|_| sqlx::Error::Decode(format!("unknown zone {zone}").into()))?;
+    let mut meeting_types = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let starts: Vec<DateTime<Utc>> = row.try_get("run_starts")?;
+        let steps: Vec<i32> = row.try_get("run_steps")?;
+        let counts: Vec<i32> = row.try_get("run_counts")?;
+        let runs = starts
+            .iter()
+            .zip(steps)
+            .zip(counts)
+            .map(|((start, step), count)| Run {
+                start: start.timestamp(),
+                step: u32::try_from(step).unwrap_or(0),
+                count: u32::try_from(count).unwrap_or(0),
+            })
+            .collect();
+        meeting_types.push(MeetingTypeWindows {
+            meeting_type_id: row.try_get("meeting_type_id")?,
+            is_default: row.try_get("is_default")?,
+            minimum_notice_minutes: u32::try_from(row.try_get::<i32, _>("minimum_notice_minutes")?)
+                .unwrap_or(0),
+            horizon_days: u32::try_from(row.try_get::<i32, _>("horizon_days")?).unwrap_or(0),
+            runs,
+        });
+    }
+    Ok(Some(UserWindows {
+        user_id,
+        company_id,
+        user_timezone,
+        meeting_types,
+    }))
+}
+
+/// Every user's windows in memory, filled on first use and dropped when they change.
+///
+/// Invalidation bumps the shard's generation; a load that started before an invalidation of
+/// its shard does not store its (possibly older) result. Memory is bounded by `capacity`
+/// users; beyond it an arbitrary entry makes room.
+pub struct WindowsCache {
+    shards: Vec<RwLock<Shard>>,
+    capacity_per_shard: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<Uuid, Option<Arc<UserWindows>>>,
+    generation: u64,
+}
+
+const SHARDS: usize = 32;
+
+impl WindowsCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, user_id: &Uuid) -> &RwLock<Shard> {
+        let bytes = user_id.as_bytes();
+        &self.shards[usize::from(bytes[15] ^ bytes[7]) % SHARDS]
+    }
+
+    /// The user's windows, from memory or else from the table.
+    pub async fn get(
+        &self,
+        db: impl PgExecutor<'_>,
+        user_id: Uuid,
+    ) -> Result<Option<Arc<UserWindows>>, sqlx::Error> {
+        let shard = self.shard(&user_id);
+        let generation = {
+            let shard = shard.read().expect("windows cache lock");
+            if let Some(entry) = shard.entries.get(&user_id) {
+                return Ok(entry.clone());
+            }
+            shard.generation
+        };
+        let loaded = load_user_windows(db, user_id).await?.map(Arc::new);
+        let mut shard = shard.write().expect("windows cache lock");
+        if shard.generation == generation {
+            if shard.entries.len() >= self.capacity_per_shard
+                && let Some(victim) = shard.entries.keys().next().copied()
+            {
+                shard.entries.remove(&victim);
+            }
+            shard.entries.insert(user_id, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    pub fn invalidate(&self, user_ids: impl IntoIterator<Item = Uuid>) {
+        for user_id in user_ids {
+            let mut shard = self.shard(&user_id).write().expect("windows cache lock");
+            shard.entries.remove(&user_id);
+            shard.generation += 1;
+        }
+    }
+
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.write().expect("windows cache lock");
+            shard.entries.clear();
+            shard.generation += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().expect("windows cache lock").entries.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Follows `kairos_windows`, for [`crate::runtime::Runtime::subscribe`].
+    pub fn subscription(self: &Arc<Self>) -> Subscription {
+        let on_notice = self.clone();
+        let on_gap = self.clone();
+        Subscription {
+            channel: CHANNEL,
+            on_notice: Arc::new(move |payload: &str| {
+                if payload == "*" {
+                    on_notice.clear();
+                } else {
+                    on_notice
+                        .invalidate(payload.split(',').filter_map(|id| Uuid::parse_str(id).ok()));
+                }
+            }),
+            on_gap: Arc::new(move || on_gap.clear()),
+        }
+    }
+}
+
+pub struct BookableWindowsProjector {
+    clock: SharedClock,
+    cache: Arc<WindowsCache>,
+}
+
+impl BookableWindowsProjector {
+    pub fn new(clock: SharedClock, cache: Arc<WindowsCache>) -> Self {
+        Self { clock, cache }
+    }
+}
+
+#[async_trait]
+impl Projector for BookableWindowsProjector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["bookable_windows"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[LogEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
+        for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
+            let sequence = latest.entry(&event.aggregate_id).or_default();
+            *sequence = (*sequence).max(event.sequence);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let users = load_users(&mut *tx, &latest, None).await?;
+        recompute(&mut *tx, &users, self.clock.now()).await
+    }
+
+    fn committed(&self, events: &[LogEvent]) {
+        self.cache.invalidate(
+            events
+                .iter()
+                .filter(|e| e.aggregate_type == User::TYPE)
+                .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok()),
+        );
+    }
+
+    async fn maintain(
+        &self,
+        tx: &mut PgConnection,
+        applied: LogPosition,
+    ) -> Result<Vec<String>, ProjectionError> {
+        let due: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT user_id FROM bookable_windows WHERE refresh_at <= $1 LIMIT $2",
+        )
+        .bind(self.clock.now())
+        .bind(MAINTENANCE_CHUNK)
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = due.iter().map(Uuid::to_string).collect();
+        let latest: BTreeMap<&str, i64> = ids.iter().map(|id| (id.as_str(), i64::MAX)).collect();
+        let users = load_users(&mut *tx, &latest, Some(applied)).await?;
+        recompute(&mut *tx, &users, self.clock.now()).await?;
+        Ok(ids)
+    }
+
+    fn maintained(&self, keys: &[String]) {
+        self.cache
+            .invalidate(keys.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+    }
+}
+
+/// Folds each user's stream, up to the given sequence and (for maintenance) no further than
+/// what the projector has applied, into the User aggregate.
+async fn load_users(
+    tx: &mut PgConnection,
+    latest: &BTreeMap<&str, i64>,
+    applied: Option<LogPosition>,
+) -> Result<Vec<(Uuid, User)>, ProjectionError> {
+    let ids: Vec<&str> = latest.keys().copied().collect();
+    let (tx_id, position) = match applied {
+        Some(applied) => (applied.tx_id.to_string(), applied.position),
+        None => (u64::MAX.to_string(), i64::MAX),
+    };
+    let rows = sqlx::query(
+        "SELECT aggregate_id, sequence, event_type, payload FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = ANY($2) \
+           AND (tx_id, global_position) <= ($3::text::xid8, $4) \
+         ORDER BY aggregate_id, sequence",
+    )
+    .bind(User::TYPE)
+    .bind(&ids)
+    .bind(tx_id)
+    .bind(position)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut users: Vec<(Uuid, User)> = Vec::with_capacity(ids.len());
+    for row in rows {
+        let aggregate_id: String = row.try_get("aggregate_id")?;
+        let sequence: i64 = row.try_get("sequence")?;
+        if latest
+            .get(aggregate_id.as_str())
+            .is_some_and(|last| sequence > *last)
+        {
+            continue;
+        }
+        let event_type: String = row.try_get("event_type")?;
+        let event: UserEvent =
+            aggregates::effects::event_from_payload(&event_type, row.try_get("payload")?).map_err(
+                |e| ProjectionError::Invalid(format!("user {aggregate_id} event {sequence}: {e}")),
+            )?;
+        let user_id = crate::user_profiles::parse_id(&aggregate_id)?;
+        match users.last_mut() {
+            Some((id, user)) if *id == user_id => user.apply(event),
+            _ => {
+                let mut user = User::default();
+                user.apply(event);
+                users.push((user_id, user));
+            }
+        }
+    }
+    // Users without events in range (deleted and gone, or unknown) are cleared too.
+    for id in ids {
+        if let Ok(user_id) = Uuid::parse_str(id)
+            && !users.iter().any(|(known, _)| *known == user_id)
+        {
+            users.push((user_id, User::default()));
+        }
+    }
+    Ok(users)
+}
+
+/// One row of the table.
+struct WindowRow {
+    meeting_type_id: Uuid,
+    user_id: Uuid,
+    company_id: Uuid,
+    is_default: bool,
+    user_timezone: &'static str,
+    availability_timezone: &'static str,
+    minimum_notice_minutes: i32,
+    horizon_days: i32,
+    covers_from: DateTime<Utc>,
+    covers_until: DateTime<Utc>,
+    refresh_at: DateTime<Utc>,
+    run_starts: Vec<DateTime<Utc>>,
+    run_steps: Vec<i32>,
+    run_counts: Vec<i32>,
+}
+
+/// The rows of one live user at `now`: one per enabled meeting type.
+fn rows_for(state: &UserState, now: DateTime<Utc>) -> Vec<WindowRow> {
+    let mut rows = Vec::new();
+    for meeting_type in state.meeting_types.iter().filter(|m| m.enabled) {
+        let Some(availability) = state
+            .availabilities
+            .iter()
+            .find(|a| a.id == meeting_type.availability_id)
+        else {
+            continue;
+        };
+        let zone = availability.effective_timezone(state.timezone);
+        let tz = zone.tz();
+        let today = now.with_timezone(&tz).date_naive();
+        let horizon = i64::from(meeting_type.settings.horizon_days);
+        let midnight =
+            |date: NaiveDate| slots::resolve_local(tz, date.and_time(chrono::NaiveTime::MIN));
+        let covers_from = midnight(today - Duration::days(1));
+        let covers_until = midnight(today + Duration::days(horizon + 2));
+        let rule = Availability {
+            schedule: &availability.schedule,
+            tz,
+            available_exceptions: &[],
+            blocking_exceptions: &[],
+        };
+        let starts = slots::candidate_starts(
+            &rule,
+            &[],
+            &meeting_type.settings.slot_settings(),
+            covers_from,
+            covers_until,
+        );
+        let runs = encode_runs(&starts);
+        rows.push(WindowRow {
+            meeting_type_id: meeting_type.id,
+            user_id: state.id,
+            company_id: state.company_id,
+            is_default: state.default_meeting_type_id == Some(meeting_type.id),
+            user_timezone: state.timezone.name(),
+            availability_timezone: zone.name(),
+            minimum_notice_minutes: i32::try_from(meeting_type.settings.minimum_notice_minutes)
+                .unwrap_or(i32::MAX),
+            horizon_days: i32::try_from(meeting_type.settings.horizon_days).unwrap_or(i32::MAX),
+            covers_from,
+            covers_until,
+            refresh_at: midnight(today + Duration::days(1)),
+            run_starts: runs
+                .iter()
+                .filter_map(|r| DateTime::from_timestamp(r.start, 0))
+                .collect(),
+            run_steps: runs
+                .iter()
+                .map(|r| i32::try_from(r.step).unwrap_or(i32::MAX))
+                .collect(),
+            run_counts: runs
+                .iter()
+                .map(|r| i32::try_from(r.count).unwrap_or(i32::MAX))
+                .collect(),
+        });
+    }
+    rows
+}
+
+/// Replaces the rows of `users` with what their state gives at `now`, and tells other
+/// processes which users changed.
+async fn recompute(
+    tx: &mut PgConnection,
+    users: &[(Uuid, User)],
+    now: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
+    sqlx::query("DELETE FROM bookable_windows WHERE user_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<WindowRow> = users
+        .iter()
+        .filter_map(|(_, user)| user.state().filter(|state| !state.deleted))
+        .flat_map(|state| rows_for(state, now))
+        .collect();
+    for chunk in rows.chunks(1000) {
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO bookable_windows (meeting_type_id, user_id, company_id, is_default, user_timezone, \
+             availability_timezone, minimum_notice_minutes, horizon_days, covers_from, covers_until, refresh_at, \
+             run_starts, run_steps, run_counts) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.meeting_type_id)
+                .push_bind(row.user_id)
+                .push_bind(row.company_id)
+                .push_bind(row.is_default)
+                .push_bind(row.user_timezone)
+                .push_bind(row.availability_timezone)
+                .push_bind(row.minimum_notice_minutes)
+                .push_bind(row.horizon_days)
+                .push_bind(row.covers_from)
+                .push_bind(row.covers_until)
+                .push_bind(row.refresh_at)
+                .push_bind(&row.run_starts)
+                .push_bind(&row.run_steps)
+                .push_bind(&row.run_counts);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    for chunk in ids.chunks(IDS_PER_NOTICE) {
+        let payload = chunk
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn runs_round_trip_any_ascending_starts() {
+        let starts: Vec<DateTime<Utc>> =
+            [0, 1800, 3600, 5400, 9000, 10800, 20000, 20001, 20002, 50000]
+                .into_iter()
+                .map(at)
+                .collect();
+        let runs = encode_runs(&starts);
+        assert_eq!(
+            runs,
+            vec![
+                Run {
+                    start: 0,
+                    step: 1800,
+                    count: 4
+                },
+                Run {
+                    start: 9000,
+                    step: 1800,
+                    count: 2
+                },
+                Run {
+                    start: 20000,
+                    step: 1,
+                    count: 3
+                },
+                Run {
+                    start: 50000,
+                    step: 0,
+                    count: 1
+                },
+            ]
+        );
+        let back: Vec<i64> = starts_in(&runs, i64::MIN, i64::MAX).collect();
+        assert_eq!(
+            back,
+            starts.iter().map(DateTime::timestamp).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn starts_in_a_range_are_cut_exactly_at_both_ends() {
+        let runs = [Run {
+            start: 100,
+            step: 10,
+            count: 10,
+        }]; // 100 … 190
+        let cut: Vec<i64> = starts_in(&runs, 125, 160).collect();
+        assert_eq!(cut, vec![130, 140, 150]);
+        assert_eq!(starts_in(&runs, 100, 101).collect::<Vec<_>>(), vec![100]);
+        assert_eq!(starts_in(&runs, 190, 1000).collect::<Vec<_>>(), vec![190]);
+        assert_eq!(starts_in(&runs, 191, 1000).count(), 0);
+        assert_eq!(starts_in(&runs, 0, 100).count(), 0);
+    }
+
+    #[test]
+    fn notice_and_horizon_filter_the_precomputed_starts() {
+        let windows = MeetingTypeWindows {
+            meeting_type_id: Uuid::nil(),
+            is_default: true,
+            minimum_notice_minutes: 60,
+            horizon_days: 1,
+            runs: vec![Run {
+                start: 0,
+                step: 1800,
+                count: 100,
+            }],
+        };
+        let now = at(3600);
+        let starts = windows.starts(at(0), at(1_000_000), now);
+        assert_eq!(starts.first(), Some(&at(7200)), "an hour's notice");
+        assert_eq!(
+            starts.last(),
+            Some(&at(3600 + 86400 - 1800)),
+            "a day's horizon, exclusive"
+        );
+    }
+}
