@@ -122,6 +122,19 @@ pub enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild read models from position 0 into shadow tables while the server keeps serving
+    /// the live ones, then swap them in one transaction.
+    Rebuild {
+        /// The projector to rebuild (see `status`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every read model, swapped together.
+        #[arg(long)]
+        all: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -162,6 +175,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Projections(ProjectionsCommand::Status { json }) => {
             projections_status(&config, json).await
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name, all, json }) => {
+            rebuild(&config, name.as_deref(), all, json).await
         }
         Command::Audit(AuditCommand::Verify { company, json }) => {
             audit_verify(&config, company, json).await
@@ -328,6 +344,91 @@ async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn rebuild(config: &Config, name: Option<&str>, all: bool, json: bool) -> anyhow::Result<()> {
+    let keyring = config.keyring()?;
+    let owner = db::owner_pool(&config.database_url, 2)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    // This process serves nothing: the cache the windows projector would invalidate is its own.
+    let every = projections::all_projectors(
+        Arc::new(SystemClock),
+        Arc::new(projections::bookable_windows::WindowsCache::new(1)),
+    );
+    let chosen: Vec<_> = match (all, name) {
+        (true, _) => every,
+        (false, Some(name)) => {
+            let known: Vec<&str> = every.iter().map(|p| p.name()).collect();
+            if !known.contains(&name) {
+                bail!("no projector named {name:?}; known: {}", known.join(", "));
+            }
+            every.into_iter().filter(|p| p.name() == name).collect()
+        }
+        (false, None) => bail!("name a projector or pass --all"),
+    };
+    let mut bar = RebuildBar::new();
+    let report =
+        projections::rebuild::rebuild(&owner, &keyring, &chosen, &Default::default(), &mut bar)
+            .await;
+    bar.finish();
+    let report = report.context("rebuild failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "rebuilt {} ({} tables) from {} events in {:.2} s, {:.0} events/s; now at position {}",
+            report.projectors.join(", "),
+            report.tables.len(),
+            report.events,
+            report.seconds,
+            report.events_per_second,
+            report.position
+        );
+    }
+    Ok(())
+}
+
+/// The rebuild's progress on stderr: a bar with events per second on a terminal, nothing
+/// otherwise (the summary line says it all).
+struct RebuildBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl RebuildBar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg:9} [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message("replaying");
+        Self { bar }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl projections::rebuild::RebuildProgress for RebuildBar {
+    fn started(&mut self, total_events: u64) {
+        self.bar.set_length(total_events);
+    }
+
+    fn advanced(&mut self, events: u64) {
+        self.bar.inc(events);
+    }
+
+    fn swapping(&mut self) {
+        self.bar.set_message("swapping");
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -5,6 +5,7 @@
 //! - [`log`]: the event log in commit order, as projectors and audits read it;
 //! - [`keyring`]: sealing and opening personal fields (crypto-shredding);
 //! - [`runtime`]: following the log, checkpoints, leadership, read-your-writes progress;
+//! - [`rebuild`]: replaying the log into shadow tables and swapping them in live;
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
 //!   [`meeting_types`], [`bookable_windows`];
@@ -19,6 +20,7 @@ pub mod companies;
 pub mod keyring;
 pub mod log;
 pub mod meeting_types;
+pub mod rebuild;
 pub mod runtime;
 pub mod user_profiles;
 

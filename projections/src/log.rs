@@ -237,3 +237,84 @@ pub async fn open_personal_fields(
     }
     Ok(())
 }
+
+/// Which of a company's events an audit page holds.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub company_id: Uuid,
+    /// The position of the last event already received; the page continues after it in
+    /// commit order. `None` starts at the beginning.
+    pub after: Option<i64>,
+    pub limit: i64,
+    pub aggregate_id: Option<String>,
+    pub event_type: Option<String>,
+}
+
+/// One page of a company's events in commit order (the log's one total order), only below
+/// the xmin horizon, so a follower paging with `after` never skips a late committer.
+/// `Ok(None)` when `after` names no event.
+pub async fn audit_page(
+    conn: &mut PgConnection,
+    query: &AuditQuery,
+) -> Result<Option<Vec<LogEvent>>, LogError> {
+    let cursor = match query.after {
+        None | Some(0) => LogPosition::START,
+        Some(position) => {
+            let tx_id: Option<String> =
+                sqlx::query_scalar("SELECT tx_id::text FROM events WHERE global_position = $1")
+                    .bind(position)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            match tx_id {
+                Some(tx_id) => LogPosition {
+                    tx_id: parse_xid(&tx_id),
+                    position,
+                },
+                None => return Ok(None),
+            }
+        }
+    };
+    let sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM events \
+         WHERE company_id = $1 \
+           AND (tx_id, global_position) > ($2::text::xid8, $3) \
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND ($4::text IS NULL OR aggregate_id = $4) \
+           AND ($5::text IS NULL OR event_type = $5) \
+         ORDER BY tx_id, global_position \
+         LIMIT $6"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(query.company_id)
+        .bind(cursor.tx_id.to_string())
+        .bind(cursor.position)
+        .bind(&query.aggregate_id)
+        .bind(&query.event_type)
+        .bind(query.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(row_to_event)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// One aggregate's events of one company, in sequence order (a user's history).
+pub async fn company_stream(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<LogEvent>, LogError> {
+    let sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND company_id = $3 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(company_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(row_to_event).collect()
+}

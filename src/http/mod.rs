@@ -4,6 +4,7 @@
 //! read-model queries (through the query functions of `projections`); they never read the
 //! `events` table for a user-facing answer.
 
+mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(users::routes())
         .merge(windows::routes())
+        .merge(audit::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(not_found)

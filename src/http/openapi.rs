@@ -20,6 +20,8 @@ use super::AppState;
         super::users::update_user,
         super::users::delete_user,
         super::windows::bookable_windows,
+        super::audit::audit_events,
+        super::audit::user_history,
         super::health::live,
         super::health::ready,
     ),
@@ -28,6 +30,7 @@ use super::AppState;
     tags(
         (name = "users", description = "Platform users (api.md section 2)"),
         (name = "bookable windows", description = "Bookable start times (api.md section 5)"),
+        (name = "audit", description = "The event history (api.md section 7)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

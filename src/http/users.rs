@@ -313,18 +313,49 @@ pub async fn me(State(state): State<AppState>, acting: Acting) -> ApiResult<Json
     find_user(&state, acting.caller.company_id, acting.user_id).await
 }
 
-/// One user of your company.
+/// One user of your company; with `asOf`, the user as it was at that instant, rebuilt from
+/// its events.
 #[utoipa::path(get, path = "/v4/user/{id}", tag = "users",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path),
+        ("asOf" = Option<String>, Query, description = "An RFC 3339 instant: the user as it was then")),
     responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_user(
     State(state): State<AppState>,
     acting: Acting,
     Path(id): Path<String>,
+    QueryMap(query): QueryMap,
 ) -> ApiResult<Json<UserView>> {
     let user_id = parse_path_id(&id, "id")?;
-    find_user(&state, acting.caller.company_id, user_id).await
+    match query.get("asOf") {
+        None => find_user(&state, acting.caller.company_id, user_id).await,
+        Some(raw) => {
+            let as_of = chrono::DateTime::parse_from_rfc3339(raw.trim())
+                .map_err(|_| {
+                    ApiError::field(
+                        "asOf",
+                        "asOf must be an RFC 3339 instant, e.g. 2024-01-15T10:30:00Z",
+                    )
+                })?
+                .with_timezone(&chrono::Utc);
+            let mut user = User::default();
+            for event in
+                super::audit::user_events(&state, acting.caller.company_id, user_id).await?
+            {
+                if event.recorded_at > as_of {
+                    break;
+                }
+                let decoded: UserEvent = event
+                    .decode()
+                    .map_err(|e| ApiError::Internal(format!("history of {user_id}: {e}")))?;
+                cqrs_es::Aggregate::apply(&mut user, decoded);
+            }
+            match user.state() {
+                Some(state) if !state.deleted => Ok(Json(UserView::from(state))),
+                _ => Err(ApiError::NotFound("User not found")),
+            }
+        }
+    }
 }
 
 async fn find_user(state: &AppState, company_id: Uuid, user_id: Uuid) -> ApiResult<Json<UserView>> {

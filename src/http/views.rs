@@ -1,6 +1,7 @@
 //! Response bodies, shaped as meetergo's clients read them, and the one way instants are
 //! written (RFC 3339, UTC with `Z`, no fractional seconds).
 
+use aggregates::user::UserState;
 use chrono::{DateTime, SecondsFormat, Utc};
 use projections::user_profiles::UserProfile;
 use serde::Serialize;
@@ -53,6 +54,28 @@ impl From<UserProfile> for UserView {
             family_name: user.family_name,
             slug: user.slug,
             timezone: user.timezone,
+            company_id: user.company_id,
+            user_type: user.user_type.as_str().to_string(),
+            is_admin: user.is_owner,
+            default_availability_id: user.default_availability_id,
+            default_meeting_type_id: user.default_meeting_type_id,
+            created_at: instant(user.created_at),
+            updated_at: instant(user.updated_at),
+        }
+    }
+}
+
+impl From<&UserState> for UserView {
+    /// A user as its events made it (`GET /v4/user/{id}?asOf=…`).
+    fn from(user: &UserState) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.clone(),
+            given_name: user.given_name.clone(),
+            family_name: user.family_name.clone(),
+            full_name: format!("{} {}", user.given_name, user.family_name),
+            slug: user.slug.clone(),
+            timezone: user.timezone.name().to_string(),
             company_id: user.company_id,
             user_type: user.user_type.as_str().to_string(),
             is_admin: user.is_owner,

@@ -252,3 +252,37 @@ async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn projections_rebuild_replays_into_shadows_and_reports_its_rate() {
+    let app = spawn_app().await;
+    app.create_user(crate::helpers::user_body(
+        "cli-rebuild@example.com",
+        "Cli",
+        "Rebuild",
+    ))
+    .await;
+    let output = kairos(&app, &["projections", "rebuild", "--all"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = stdout(&output);
+    assert!(text.starts_with("rebuilt companies, user_profiles, availabilities, meeting_types, bookable_windows (6 tables) from 8 events"), "{text}");
+    assert!(text.contains("events/s"), "{text}");
+    let one = kairos(&app, &["projections", "rebuild", "user_profiles", "--json"]).await;
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout(&one)).unwrap();
+    assert_eq!(report["tables"], serde_json::json!(["user_profiles"]));
+    assert_eq!(app.get("/v4/user/me").send().await.status, 200);
+
+    let unknown = kairos(&app, &["projections", "rebuild", "nope"]).await;
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known: companies, user_profiles"));
+    app.stop().await;
+}

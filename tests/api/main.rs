@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL: every test gets a database of its own and a
 //! started Kairos (projectors included), driven through the real router.
 
+mod audit;
 mod cli;
 mod event_store;
 mod helpers;

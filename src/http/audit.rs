@@ -1,0 +1,207 @@
+//! The event history (api.md section 7): `GET /v4/audit/events` and
+//! `GET /v4/user/{id}/history`. The log itself is their subject, so these are the only
+//! handlers that read the `events` table (through `projections::log`). Personal fields are
+//! opened with their user's data key, or read `[erased]` once the user was deleted.
+
+use aggregates::input::FieldErrors;
+use aggregates::user::User;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use cqrs_es::Aggregate;
+use projections::log::{self, AuditQuery, LogEvent};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Acting;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{QueryMap, parse_path_id};
+use super::views::instant;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v4/audit/events", get(audit_events))
+        .route("/v4/user/{id}/history", get(user_history))
+}
+
+/// One event as auditors read it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    /// Global position: unique, assigned at insert. Pass the last one you received as `after`.
+    pub position: i64,
+    pub event_id: Uuid,
+    #[schema(example = "User")]
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// 1, 2, … within the aggregate.
+    pub sequence: i64,
+    #[serde(rename = "type")]
+    #[schema(example = "UserCreated")]
+    pub event_type: String,
+    #[schema(example = "1")]
+    pub version: String,
+    #[schema(example = "2024-01-15T10:30:00Z")]
+    pub recorded_at: String,
+    /// `requestId`, `apiKeyId`, `actingUserId`, `companyId`, `origin`.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+impl From<LogEvent> for EventView {
+    fn from(event: LogEvent) -> Self {
+        Self {
+            position: event.position,
+            event_id: event.event_id,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            event_type: event.event_type,
+            version: event.event_version,
+            recorded_at: instant(event.recorded_at),
+            metadata: event.metadata,
+            payload: event.payload,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub count: usize,
+    /// The position to pass as `after` for the next page (`null` when the page is empty).
+    pub last_position: Option<i64>,
+}
+
+const MAX_PAGE: i64 = 1000;
+
+/// Your company's events in the log's order (commit order), for auditors and for
+/// integrations that follow the log. Paging with `after` never skips an event, even one
+/// committed late by a slow writer.
+#[utoipa::path(get, path = "/v4/audit/events", tag = "audit",
+    params(
+        ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive); 0 or absent: from the start"),
+        ("limit" = Option<i64>, Query, description = "1–1000, default 100"),
+        ("aggregateId" = Option<String>, Query, description = "Only this aggregate's events"),
+        ("type" = Option<String>, Query, description = "Only events of this type, e.g. UserCreated")),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn audit_events(
+    State(state): State<AppState>,
+    acting: Acting,
+    QueryMap(query): QueryMap,
+) -> ApiResult<Json<EventPage>> {
+    let mut errors = FieldErrors::new();
+    let after = match query.get("after") {
+        None => None,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(position) if position >= 0 => Some(position),
+            _ => {
+                errors.push(
+                    "after",
+                    "after must be a non-negative integer (an event position)",
+                );
+                None
+            }
+        },
+    };
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+            _ => {
+                errors.push("limit", "limit must be an integer between 1 and 1000");
+                100
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let audit = AuditQuery {
+        company_id: acting.caller.company_id,
+        after,
+        limit,
+        aggregate_id: query.get("aggregateId").cloned().filter(|v| !v.is_empty()),
+        event_type: query.get("type").cloned().filter(|v| !v.is_empty()),
+    };
+    let mut connection = state.pool.acquire().await?;
+    let mut events = log::audit_page(&mut connection, &audit)
+        .await
+        .map_err(log_error)?
+        .ok_or_else(|| {
+            ApiError::field(
+                "after",
+                "after must be the position of an event you received",
+            )
+        })?;
+    log::open_personal_fields(&mut connection, state.bus.store().keyring(), &mut events)
+        .await
+        .map_err(log_error)?;
+    let last_position = events.last().map(|e| e.position);
+    let events: Vec<EventView> = events.into_iter().map(EventView::from).collect();
+    Ok(Json(EventPage {
+        count: events.len(),
+        events,
+        last_position,
+    }))
+}
+
+/// Every event of one of your users, in order; a deleted user's history stays, with its
+/// personal fields reading `[erased]`.
+#[utoipa::path(get, path = "/v4/user/{id}/history", tag = "audit",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = EventPage), (status = 404, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn user_history(
+    State(state): State<AppState>,
+    acting: Acting,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventPage>> {
+    let user_id = parse_path_id(&id, "id")?;
+    let events = user_events(&state, acting.caller.company_id, user_id).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound("User not found"));
+    }
+    let last_position = events.iter().map(|e| e.position).max();
+    let events: Vec<EventView> = events.into_iter().map(EventView::from).collect();
+    Ok(Json(EventPage {
+        count: events.len(),
+        events,
+        last_position,
+    }))
+}
+
+/// A user's events of `company_id`, personal fields opened.
+pub async fn user_events(
+    state: &AppState,
+    company_id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<Vec<LogEvent>> {
+    let mut connection = state.pool.acquire().await?;
+    let mut events = log::company_stream(
+        &mut connection,
+        company_id,
+        User::TYPE,
+        &user_id.to_string(),
+    )
+    .await
+    .map_err(log_error)?;
+    log::open_personal_fields(&mut connection, state.bus.store().keyring(), &mut events)
+        .await
+        .map_err(log_error)?;
+    Ok(events)
+}
+
+fn log_error(error: log::LogError) -> ApiError {
+    match error {
+        log::LogError::Database(e) => e.into(),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
