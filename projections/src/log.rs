@@ -93,7 +93,9 @@ impl LogEvent {
     }
 }
 
-const SELECT_COLUMNS: &str = "global_position, tx_id::text AS tx_id, aggregate_type, aggregate_id, \
+/// The text form of `tx_id` gets its own name: aliased as `tx_id`, it would shadow the column
+/// in `ORDER BY tx_id` and sort 1111 before 742.
+const SELECT_COLUMNS: &str = "global_position, tx_id::text AS tx_id_text, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, metadata, recorded_at, company_id, event_id";
 
 /// Up to `limit` events after `after` in commit order, below the xmin horizon. Personal
@@ -140,7 +142,7 @@ pub async fn read_stream(
 /// The newest position in commit order that readers can see now (for lag and catch-up).
 pub async fn head(conn: &mut PgConnection) -> Result<LogPosition, LogError> {
     let row = sqlx::query(
-        "SELECT tx_id::text AS tx_id, global_position FROM events \
+        "SELECT tx_id::text AS tx_id_text, global_position FROM events \
          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
     )
@@ -148,7 +150,7 @@ pub async fn head(conn: &mut PgConnection) -> Result<LogPosition, LogError> {
     .await?;
     Ok(match row {
         Some(row) => LogPosition {
-            tx_id: parse_xid(&row.try_get::<String, _>("tx_id")?),
+            tx_id: parse_xid(&row.try_get::<String, _>("tx_id_text")?),
             position: row.try_get("global_position")?,
         },
         None => LogPosition::START,
@@ -163,7 +165,7 @@ pub fn parse_xid(text: &str) -> u64 {
 fn row_to_event(row: &sqlx::postgres::PgRow) -> Result<LogEvent, LogError> {
     Ok(LogEvent {
         position: row.try_get("global_position")?,
-        tx_id: parse_xid(&row.try_get::<String, _>("tx_id")?),
+        tx_id: parse_xid(&row.try_get::<String, _>("tx_id_text")?),
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,

@@ -234,16 +234,17 @@ impl Progress {
 }
 
 async fn read_checkpoints(pool: &PgPool) -> Result<Vec<(String, LogPosition)>, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT projector, tx_id::text AS tx_id, position FROM projector_checkpoints")
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT projector, tx_id::text AS tx_id_text, position FROM projector_checkpoints",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.into_iter()
         .map(|row| {
             Ok((
                 row.try_get("projector")?,
                 LogPosition {
-                    tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id")?),
+                    tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id_text")?),
                     position: row.try_get("position")?,
                 },
             ))
@@ -597,14 +598,14 @@ async fn lock_checkpoint(
     name: &str,
 ) -> Result<LogPosition, ProjectionError> {
     let row = sqlx::query(
-        "SELECT tx_id::text AS tx_id, position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",
+        "SELECT tx_id::text AS tx_id_text, position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",
     )
     .bind(name)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ProjectionError::Invalid(format!("no checkpoint row for projector {name}")))?;
     Ok(LogPosition {
-        tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id")?),
+        tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id_text")?),
         position: row.try_get("position")?,
     })
 }
@@ -760,7 +761,7 @@ pub struct ProjectorStatus {
 
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT c.projector, c.position, c.tx_id::text AS tx_id, c.events_applied, c.updated_at, \
+        "SELECT c.projector, c.position, c.tx_id::text AS tx_id_text, c.events_applied, c.updated_at, \
                 c.last_error, c.last_error_at, c.failing_since, \
                 (SELECT count(*) FROM events e WHERE (e.tx_id, e.global_position) > (c.tx_id, c.position)) AS lag, \
                 (SELECT l.pid FROM pg_locks l \
@@ -785,7 +786,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> 
             Ok(ProjectorStatus {
                 name: row.try_get("projector")?,
                 position: row.try_get("position")?,
-                tx_id: row.try_get("tx_id")?,
+                tx_id: row.try_get("tx_id_text")?,
                 lag: row.try_get("lag")?,
                 events_applied: row.try_get("events_applied")?,
                 state: state.to_string(),

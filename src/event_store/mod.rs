@@ -520,7 +520,7 @@ impl EventRows {
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], \
                                   $7::jsonb[], $8::uuid[], $9::timestamptz[], $10::uuid[], $11::bytea[]) \
              ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING \
-             RETURNING global_position, tx_id::text AS tx_id",
+             RETURNING global_position, tx_id::text AS tx_id_text",
         )
         .bind(&self.aggregate_types)
         .bind(&self.aggregate_ids)
@@ -538,7 +538,7 @@ impl EventRows {
         rows.iter()
             .map(|row| {
                 Ok(LogPosition {
-                    tx_id: parse_xid(&row.try_get::<String, _>("tx_id")?),
+                    tx_id: parse_xid(&row.try_get::<String, _>("tx_id_text")?),
                     position: row.try_get("global_position")?,
                 })
             })

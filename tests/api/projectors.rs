@@ -400,3 +400,43 @@ async fn two_runtimes_on_one_database_never_both_apply_a_projector_and_one_takes
     follower_handle.join().await;
     follower_pool.close().await;
 }
+
+#[tokio::test]
+async fn the_log_is_read_in_numeric_transaction_order_across_a_digit_boundary() {
+    let db = fresh_database().await;
+    let owner = kairos::db::owner_pool(&db.url, 2).await.unwrap();
+    // Transaction ids 999 and 1000: as text, "1000" sorts first.
+    for (tx_id, aggregate) in [("1000", "second"), ("999", "first")] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+             metadata, event_id, tx_id, hash) \
+             VALUES ('Probe', $1, 1, 'Probed', '1', '{}', '{}', gen_random_uuid(), $2::text::xid8, $3)",
+        )
+        .bind(aggregate)
+        .bind(tx_id)
+        .bind(vec![0u8; 32])
+        .execute(&owner)
+        .await
+        .unwrap();
+    }
+    let mut connection = owner.acquire().await.unwrap();
+    let all = projections::log::read_after(&mut connection, LogPosition::START, 10)
+        .await
+        .unwrap();
+    let order: Vec<(u64, &str)> = all
+        .iter()
+        .map(|e| (e.tx_id, e.aggregate_id.as_str()))
+        .collect();
+    assert_eq!(order, [(999, "first"), (1000, "second")]);
+    let rest = projections::log::read_after(&mut connection, all[0].log_position(), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].aggregate_id, "second");
+    assert_eq!(
+        projections::log::head(&mut connection).await.unwrap().tx_id,
+        1000
+    );
+    drop(connection);
+    owner.close().await;
+}
