@@ -352,10 +352,7 @@ async fn rebuild(config: &Config, name: Option<&str>, all: bool, json: bool) -> 
         .await
         .context("connecting to DATABASE_URL")?;
     // This process serves nothing: the cache the windows projector would invalidate is its own.
-    let every = projections::all_projectors(
-        Arc::new(SystemClock),
-        Arc::new(projections::bookable_windows::WindowsCache::new(1)),
-    );
+    let every = projections::all_projectors(Arc::new(SystemClock), &projections::Caches::unused());
     let chosen: Vec<_> = match (all, name) {
         (true, _) => every,
         (false, Some(name)) => {

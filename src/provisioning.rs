@@ -6,7 +6,6 @@
 //! once even when no server is running yet.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::company::{Company, CompanyCommand, CompanyError};
@@ -17,7 +16,6 @@ use aggregates::user::{CreatePlatformUser, User, UserCommand, UserError, UserTyp
 use chrono::{DateTime, Duration as Days, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use projections::bookable_windows::WindowsCache;
 use projections::log::LogPosition;
 use projections::runtime;
 use uuid::Uuid;
@@ -290,7 +288,7 @@ fn company_error(error: CommandError<CompanyError>) -> ProvisionError {
 async fn catch_up(bus: &CommandBus, position: LogPosition) -> Result<(), ProvisionError> {
     // This process serves no windows, so the cache the projector would invalidate is its own.
     let projectors =
-        projections::all_projectors(bus.clock().clone(), Arc::new(WindowsCache::new(1)));
+        projections::all_projectors(bus.clock().clone(), &projections::Caches::unused());
     let reached = runtime::catch_up(
         bus.pool(),
         bus.store().keyring(),

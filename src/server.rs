@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use projections::bookable_windows::WindowsCache;
+use projections::Caches;
 use projections::clock::SharedClock;
 use projections::keyring::Keyring;
 use projections::runtime::{Runtime, RuntimeConfig, RuntimeHandle, Shutdown, ShutdownTrigger};
@@ -16,7 +16,7 @@ use crate::db;
 use crate::event_store::EventStore;
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimits;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Shared};
 
 /// Statements on the request path give up after this long (the client gets 503).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,8 +50,8 @@ impl Kairos {
             Some(STATEMENT_TIMEOUT),
         )
         .await?;
-        let windows = Arc::new(WindowsCache::new(options.windows_cache_users));
-        let projectors = projections::all_projectors(options.clock.clone(), windows.clone());
+        let caches = Caches::new(options.windows_cache_users);
+        let projectors = projections::all_projectors(options.clock.clone(), &caches);
         // Each projector leader keeps a connection; the rest serve listeners and catch-ups.
         let projector_pool =
             db::service_pool(&options.database_url, projectors.len() as u32 + 3, None).await?;
@@ -61,7 +61,9 @@ impl Kairos {
             projectors,
             options.runtime,
         );
-        runtime.subscribe(windows.subscription());
+        for subscription in caches.subscriptions() {
+            runtime.subscribe(subscription);
+        }
         let progress = runtime.progress();
         let waker = runtime.waker();
         let (shutdown, signal) = Shutdown::new();
@@ -74,14 +76,14 @@ impl Kairos {
             waker,
             options.read_your_writes_timeout,
         );
-        let state = AppState {
+        let state = AppState::new(Shared {
             pool,
             bus,
             public_url: options.public_url.into(),
-            windows,
+            caches,
             metrics: Arc::new(Metrics::default()),
             rate_limiter: Arc::new(RateLimits::new(options.rate_limit_per_minute)),
-        };
+        });
         Ok(Self {
             state,
             projections: handle,

@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use kairos_bench::{Cli, Command, load, serve};
+use kairos_bench::{Cli, Command, copy_events, load, raw_users, serve, summarize};
+
+/// The kairos server's allocator, so a baseline differs from it only in what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -41,6 +45,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ServeStatic(args) => server_runtime()?.block_on(serve::serve_static(&args)),
         Command::ServeSql(args) => server_runtime()?.block_on(serve::serve_sql(&args)),
+        // Multi-threaded like Kairos: the baseline pays for its JSON and hashing as Kairos does.
+        Command::RawUsers(args) => {
+            let report = server_runtime()?.block_on(raw_users::run(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::CopyEvents(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let runs = runtime.block_on(copy_events::run(&args))?;
+            let fastest = copy_events::fastest(&runs).context("no run")?;
+            if args.json {
+                println!("{}", serde_json::to_string(fastest)?);
+            } else {
+                for (i, run) in runs.iter().enumerate() {
+                    println!("run {}: {run}", i + 1);
+                }
+                println!("fastest of {} runs: {fastest}", runs.len());
+            }
+            Ok(())
+        }
+        Command::Summarize(args) => {
+            let summary = summarize::run(&args)?;
+            println!("{}", summary.table());
+            println!("wrote {}", args.out.display());
+            Ok(())
+        }
     }
 }
 

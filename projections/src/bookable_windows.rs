@@ -14,9 +14,9 @@
 //! progress is published, and notifies other processes on `kairos_windows` inside the batch's
 //! transaction, ahead of the checkpoint notification their listener relays.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use aggregates::slots::{self, Availability};
 use aggregates::user::{User, UserEvent, UserState};
@@ -27,6 +27,7 @@ use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+use crate::cache::InvalidatingCache;
 use crate::clock::SharedClock;
 use crate::log::{LogEvent, LogPosition};
 use crate::runtime::{ProjectionError, Projector, Subscription};
@@ -117,16 +118,24 @@ impl MeetingTypeWindows {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Vec<DateTime<Utc>> {
+        self.starts_seconds(from, to, now)
+            .filter_map(|seconds| DateTime::from_timestamp(seconds, 0))
+            .collect()
+    }
+
+    /// [`Self::starts`] as seconds since the epoch, without collecting (the query side
+    /// formats them as they come).
+    pub fn starts_seconds(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = i64> + '_ {
         let earliest = now + Duration::minutes(i64::from(self.minimum_notice_minutes));
         let horizon = now + Duration::days(i64::from(self.horizon_days));
         let lower = from.max(earliest).timestamp();
         let upper = to.min(horizon).timestamp();
-        if lower >= upper {
-            return Vec::new();
-        }
-        starts_in(&self.runs, lower, upper)
-            .filter_map(|seconds| DateTime::from_timestamp(seconds, 0))
-            .collect()
+        starts_in(&self.runs, lower, upper.max(lower))
     }
 }
 
@@ -203,35 +212,17 @@ pub async fn load_user_windows(
     }))
 }
 
-/// Every user's windows in memory, filled on first use and dropped when they change.
-///
-/// Invalidation bumps the shard's generation; a load that started before an invalidation of
-/// its shard does not store its (possibly older) result. Memory is bounded by `capacity`
-/// users; beyond it an arbitrary entry makes room.
+/// Every user's windows in memory, filled on first use and dropped when they change (see
+/// [`crate::cache`] for why that is safe).
 pub struct WindowsCache {
-    shards: Vec<RwLock<Shard>>,
-    capacity_per_shard: usize,
+    users: Arc<InvalidatingCache<Uuid, Arc<UserWindows>>>,
 }
-
-#[derive(Default)]
-struct Shard {
-    entries: HashMap<Uuid, Option<Arc<UserWindows>>>,
-    generation: u64,
-}
-
-const SHARDS: usize = 32;
 
 impl WindowsCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-            capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
+            users: Arc::new(InvalidatingCache::new(capacity)),
         }
-    }
-
-    fn shard(&self, user_id: &Uuid) -> &RwLock<Shard> {
-        let bytes = user_id.as_bytes();
-        &self.shards[usize::from(bytes[15] ^ bytes[7]) % SHARDS]
     }
 
     /// The user's windows, from memory or else from the table.
@@ -240,70 +231,33 @@ impl WindowsCache {
         db: impl PgExecutor<'_>,
         user_id: Uuid,
     ) -> Result<Option<Arc<UserWindows>>, sqlx::Error> {
-        let shard = self.shard(&user_id);
-        let generation = {
-            let shard = shard.read().expect("windows cache lock");
-            if let Some(entry) = shard.entries.get(&user_id) {
-                return Ok(entry.clone());
-            }
-            shard.generation
-        };
-        let loaded = load_user_windows(db, user_id).await?.map(Arc::new);
-        let mut shard = shard.write().expect("windows cache lock");
-        if shard.generation == generation {
-            if shard.entries.len() >= self.capacity_per_shard
-                && let Some(victim) = shard.entries.keys().next().copied()
-            {
-                shard.entries.remove(&victim);
-            }
-            shard.entries.insert(user_id, loaded.clone());
-        }
-        Ok(loaded)
+        self.users
+            .get_or_load(user_id, async {
+                Ok(load_user_windows(db, user_id).await?.map(Arc::new))
+            })
+            .await
     }
 
     pub fn invalidate(&self, user_ids: impl IntoIterator<Item = Uuid>) {
-        for user_id in user_ids {
-            let mut shard = self.shard(&user_id).write().expect("windows cache lock");
-            shard.entries.remove(&user_id);
-            shard.generation += 1;
-        }
+        self.users.invalidate(user_ids);
     }
 
     pub fn clear(&self) {
-        for shard in &self.shards {
-            let mut shard = shard.write().expect("windows cache lock");
-            shard.entries.clear();
-            shard.generation += 1;
-        }
+        self.users.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().expect("windows cache lock").entries.len())
-            .sum()
+        self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.users.is_empty()
     }
 
     /// Follows `kairos_windows`, for [`crate::runtime::Runtime::subscribe`].
-    pub fn subscription(self: &Arc<Self>) -> Subscription {
-        let on_notice = self.clone();
-        let on_gap = self.clone();
-        Subscription {
-            channel: CHANNEL,
-            on_notice: Arc::new(move |payload: &str| {
-                if payload == "*" {
-                    on_notice.clear();
-                } else {
-                    on_notice
-                        .invalidate(payload.split(',').filter_map(|id| Uuid::parse_str(id).ok()));
-                }
-            }),
-            on_gap: Arc::new(move || on_gap.clear()),
-        }
+    pub fn subscription(&self) -> Subscription {
+        self.users
+            .subscription(CHANNEL, |id| Uuid::parse_str(id).ok())
     }
 }
 

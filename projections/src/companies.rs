@@ -1,18 +1,47 @@
-//! Read model `companies`: tenants and their API keys. Owns tables `companies`, `api_keys`.
+//! Read model `companies`: tenants and their API keys. Owns tables `companies`, `api_keys`
+//! and the in-memory [`ApiKeyCache`] authentication reads on every request.
 
 use aggregates::company::{Company, CompanyEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgExecutor, Row};
+use std::sync::Arc;
+
 use uuid::Uuid;
 
+use crate::cache::InvalidatingCache;
 use crate::log::LogEvent;
-use crate::runtime::{ProjectionError, Projector};
+use crate::runtime::{ProjectionError, Projector, Subscription};
 
 pub const NAME: &str = "companies";
+/// Other processes drop the API keys named here (comma-separated; `*` for all).
+pub const KEYS_CHANNEL: &str = "kairos_api_keys";
 
-pub struct CompaniesProjector;
+pub struct CompaniesProjector {
+    keys: Arc<ApiKeyCache>,
+}
+
+impl CompaniesProjector {
+    pub fn new(keys: Arc<ApiKeyCache>) -> Self {
+        Self { keys }
+    }
+}
+
+/// Key ids an event of the batch changed.
+fn changed_keys(events: &[LogEvent]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter(|e| e.aggregate_type == Company::TYPE)
+        .filter_map(|e| match e.decode::<CompanyEvent>() {
+            Ok(
+                CompanyEvent::ApiKeyIssued { key_id, .. }
+                | CompanyEvent::ApiKeyRevoked { key_id, .. },
+            ) => Some(key_id),
+            _ => None,
+        })
+        .collect()
+}
 
 #[async_trait]
 impl Projector for CompaniesProjector {
@@ -81,7 +110,24 @@ impl Projector for CompaniesProjector {
                 }
             }
         }
+        let keys = changed_keys(events);
+        for chunk in keys.chunks(150) {
+            let payload = chunk
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(KEYS_CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
+    }
+
+    fn committed(&self, events: &[LogEvent]) {
+        self.keys.invalidate(changed_keys(events));
     }
 }
 
@@ -132,7 +178,46 @@ pub struct ApiKeyRow {
     pub owner_user_id: Uuid,
 }
 
-/// The key and its company's owner, in one round trip (every authenticated request does it).
+/// Verified-key lookups in memory: authentication reads a key on every request, and keys
+/// change rarely. Revocation still takes effect at once (see [`crate::cache`]).
+pub struct ApiKeyCache {
+    keys: Arc<InvalidatingCache<Uuid, Arc<ApiKeyRow>>>,
+}
+
+impl ApiKeyCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: Arc::new(InvalidatingCache::new(capacity)),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        db: impl PgExecutor<'_>,
+        key_id: Uuid,
+    ) -> Result<Option<Arc<ApiKeyRow>>, sqlx::Error> {
+        self.keys
+            .get_or_load(key_id, async {
+                Ok(find_api_key(db, key_id).await?.map(Arc::new))
+            })
+            .await
+    }
+
+    pub fn invalidate(&self, key_ids: impl IntoIterator<Item = Uuid>) {
+        self.keys.invalidate(key_ids);
+    }
+
+    pub fn clear(&self) {
+        self.keys.clear();
+    }
+
+    pub fn subscription(&self) -> Subscription {
+        self.keys
+            .subscription(KEYS_CHANNEL, |id| Uuid::parse_str(id).ok())
+    }
+}
+
+/// The key and its company's owner, in one round trip.
 pub async fn find_api_key(
     db: impl PgExecutor<'_>,
     key_id: Uuid,

@@ -9,12 +9,14 @@
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
 //!   [`meeting_types`], [`bookable_windows`];
+//! - [`cache`]: in-memory copies of read models that their projectors keep honest;
 //! - [`clock`]: time as a replaceable value.
 //!
 //! [`all_projectors`] lists every projector the server runs.
 
 pub mod availabilities;
 pub mod bookable_windows;
+pub mod cache;
 pub mod clock;
 pub mod companies;
 pub mod keyring;
@@ -28,16 +30,55 @@ use std::sync::Arc;
 
 use bookable_windows::{BookableWindowsProjector, WindowsCache};
 use clock::SharedClock;
-use runtime::Projector;
+use companies::ApiKeyCache;
+use runtime::{Projector, Subscription};
 
-/// Every projector. The windows projector reads the clock (its horizon moves with the days)
-/// and drops changed users from `windows`, the cache the query side serves from.
-pub fn all_projectors(clock: SharedClock, windows: Arc<WindowsCache>) -> Vec<Arc<dyn Projector>> {
+/// The read models a serving process keeps in memory, each kept current by its projector.
+#[derive(Clone)]
+pub struct Caches {
+    pub windows: Arc<WindowsCache>,
+    pub api_keys: Arc<ApiKeyCache>,
+}
+
+impl Caches {
+    pub fn new(windows_users: usize) -> Self {
+        Self {
+            windows: Arc::new(WindowsCache::new(windows_users)),
+            api_keys: Arc::new(ApiKeyCache::new(100_000)),
+        }
+    }
+
+    /// Caches for a process that serves nothing (CLI commands): tiny and never read.
+    pub fn unused() -> Self {
+        Self::new(1)
+    }
+
+    /// What the runtime's listener must follow to keep them honest across processes.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let (windows, keys) = (self.windows.clone(), self.api_keys.clone());
+        vec![
+            self.windows.subscription(),
+            self.api_keys.subscription(),
+            Subscription {
+                channel: rebuild::REBUILT_CHANNEL,
+                on_notice: Arc::new(move |_| {
+                    windows.clear();
+                    keys.clear();
+                }),
+                on_gap: Arc::new(|| {}),
+            },
+        ]
+    }
+}
+
+/// Every projector. The windows projector reads the clock (its horizon moves with the
+/// days); projectors with a cache drop what their batches change.
+pub fn all_projectors(clock: SharedClock, caches: &Caches) -> Vec<Arc<dyn Projector>> {
     vec![
-        Arc::new(companies::CompaniesProjector),
+        Arc::new(companies::CompaniesProjector::new(caches.api_keys.clone())),
         Arc::new(user_profiles::UserProfilesProjector),
         Arc::new(availabilities::AvailabilitiesProjector),
         Arc::new(meeting_types::MeetingTypesProjector),
-        Arc::new(BookableWindowsProjector::new(clock, windows)),
+        Arc::new(BookableWindowsProjector::new(clock, caches.windows.clone())),
     ]
 }

@@ -3,7 +3,7 @@
 use aggregates::user::{User, UserEvent};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::log::LogEvent;
@@ -29,6 +29,21 @@ impl Projector for MeetingTypesProjector {
         tx: &mut PgConnection,
         events: &[LogEvent],
     ) -> Result<(), ProjectionError> {
+        // Rows provisioned in this batch are inserted together at the end; a user deleted
+        // later in the same batch takes its pending rows with it.
+        struct Row {
+            meeting_type_id: Uuid,
+            user_id: Uuid,
+            company_id: Option<Uuid>,
+            availability_id: Uuid,
+            name: String,
+            slug: String,
+            settings: aggregates::meeting_type::MeetingTypeSettings,
+            is_default: bool,
+            at: chrono::DateTime<chrono::Utc>,
+        }
+        let mut inserts: Vec<Row> = Vec::new();
+        let mut deleted: Vec<Uuid> = Vec::new();
         for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
             match event.decode::<UserEvent>()? {
                 UserEvent::MeetingTypeProvisioned {
@@ -39,39 +54,58 @@ impl Projector for MeetingTypesProjector {
                     settings,
                     is_default,
                     at,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO meeting_types (meeting_type_id, user_id, company_id, availability_id, name, \
-                         slug, duration_minutes, slot_interval_minutes, buffer_before_minutes, \
-                         buffer_after_minutes, minimum_notice_minutes, horizon_days, enabled, is_default, \
-                         created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true, $13, $14, $14)",
-                    )
-                    .bind(meeting_type_id)
-                    .bind(parse_id(&event.aggregate_id)?)
-                    .bind(event.company_id)
-                    .bind(availability_id)
-                    .bind(name.as_str())
-                    .bind(slug.as_str())
-                    .bind(settings.duration_minutes as i32)
-                    .bind(settings.slot_interval_minutes as i32)
-                    .bind(settings.buffer_before_minutes as i32)
-                    .bind(settings.buffer_after_minutes as i32)
-                    .bind(settings.minimum_notice_minutes as i32)
-                    .bind(settings.horizon_days as i32)
-                    .bind(is_default)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                } => inserts.push(Row {
+                    meeting_type_id,
+                    user_id: parse_id(&event.aggregate_id)?,
+                    company_id: event.company_id,
+                    availability_id,
+                    name: name.as_str().to_string(),
+                    slug: slug.as_str().to_string(),
+                    settings,
+                    is_default,
+                    at,
+                }),
                 UserEvent::UserDeleted { .. } => {
-                    sqlx::query("DELETE FROM meeting_types WHERE user_id = $1")
-                        .bind(parse_id(&event.aggregate_id)?)
-                        .execute(&mut *tx)
-                        .await?;
+                    let user_id = parse_id(&event.aggregate_id)?;
+                    inserts.retain(|row| row.user_id != user_id);
+                    deleted.push(user_id);
                 }
                 _ => {}
             }
+        }
+        if !deleted.is_empty() {
+            sqlx::query("DELETE FROM meeting_types WHERE user_id = ANY($1)")
+                .bind(&deleted)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let minutes = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
+        for chunk in inserts.chunks(2000) {
+            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO meeting_types (meeting_type_id, user_id, company_id, availability_id, name, slug, \
+                 duration_minutes, slot_interval_minutes, buffer_before_minutes, buffer_after_minutes, \
+                 minimum_notice_minutes, horizon_days, enabled, is_default, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.meeting_type_id)
+                    .push_bind(row.user_id)
+                    .push_bind(row.company_id)
+                    .push_bind(row.availability_id)
+                    .push_bind(&row.name)
+                    .push_bind(&row.slug)
+                    .push_bind(minutes(row.settings.duration_minutes))
+                    .push_bind(minutes(row.settings.slot_interval_minutes))
+                    .push_bind(minutes(row.settings.buffer_before_minutes))
+                    .push_bind(minutes(row.settings.buffer_after_minutes))
+                    .push_bind(minutes(row.settings.minimum_notice_minutes))
+                    .push_bind(minutes(row.settings.horizon_days))
+                    .push_bind(true)
+                    .push_bind(row.is_default)
+                    .push_bind(row.at)
+                    .push_bind(row.at);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         Ok(())
     }

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Acquire, Executor, PgConnection, PgPool, Row};
 
-use crate::bookable_windows;
 use crate::keyring::Keyring;
 use crate::log::{self, LogError, LogPosition};
 use crate::runtime::{ADVISORY_LOCK_CLASS, ProjectionError, Projector, ensure_checkpoint};
@@ -314,9 +313,10 @@ async fn swap(
             .bind(i64::try_from(applied_total).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
-            for channel in [bookable_windows::CHANNEL, REBUILT_CHANNEL] {
-                sqlx::query("SELECT pg_notify($1, '*')").bind(channel).execute(&mut *tx).await?;
-            }
+            sqlx::query("SELECT pg_notify($1, '*')")
+                .bind(REBUILT_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
             Ok::<_, RebuildError>(())
         }
         .await;

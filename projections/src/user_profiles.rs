@@ -4,7 +4,9 @@ use aggregates::user::{User, UserEvent, UserType};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use sqlx::{PgConnection, PgExecutor, Row};
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::log::LogEvent;
@@ -13,6 +15,25 @@ use crate::runtime::{ProjectionError, Projector};
 pub const NAME: &str = "user_profiles";
 
 pub struct UserProfilesProjector;
+
+/// A profile created in the batch being applied: it is completed in memory by the batch's
+/// later events and inserted with all others in one statement (a user's creation is three
+/// events; a rebuild is mostly creations).
+struct NewProfile {
+    user_id: Uuid,
+    company_id: Uuid,
+    email: String,
+    given_name: String,
+    family_name: String,
+    slug: String,
+    timezone: &'static str,
+    user_type: &'static str,
+    is_owner: bool,
+    default_availability_id: Option<Uuid>,
+    default_meeting_type_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 #[async_trait]
 impl Projector for UserProfilesProjector {
@@ -29,80 +50,196 @@ impl Projector for UserProfilesProjector {
         tx: &mut PgConnection,
         events: &[LogEvent],
     ) -> Result<(), ProjectionError> {
+        let mut created: Vec<NewProfile> = Vec::new();
+        let mut index: HashMap<Uuid, usize> = HashMap::new();
         for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
             let user_id = parse_id(&event.aggregate_id)?;
             let user_event = event.decode::<UserEvent>()?;
             let at = user_event.at();
-            let query = match user_event {
-                UserEvent::UserCreated {
-                    company_id,
-                    user_type,
-                    is_owner,
-                    email,
-                    given_name,
-                    family_name,
-                    slug,
-                    timezone,
-                    created_at,
-                    ..
-                } => sqlx::query(
-                    "INSERT INTO user_profiles (user_id, company_id, email, given_name, family_name, slug, \
-                     timezone, user_type, is_owner, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(user_id)
-                .bind(company_id)
-                .bind(email)
-                .bind(given_name)
-                .bind(family_name)
-                .bind(slug)
-                .bind(timezone.name())
-                .bind(user_type.as_str())
-                .bind(is_owner)
-                .bind(created_at),
-                UserEvent::AvailabilityProvisioned {
-                    availability_id,
-                    is_default: true,
-                    ..
-                } => sqlx::query("UPDATE user_profiles SET default_availability_id = $2 WHERE user_id = $1")
-                    .bind(user_id)
-                    .bind(availability_id),
-                UserEvent::MeetingTypeProvisioned {
-                    meeting_type_id,
-                    is_default: true,
-                    ..
-                } => sqlx::query("UPDATE user_profiles SET default_meeting_type_id = $2 WHERE user_id = $1")
-                    .bind(user_id)
-                    .bind(meeting_type_id),
-                UserEvent::AvailabilityProvisioned { .. } | UserEvent::MeetingTypeProvisioned { .. } => continue,
-                UserEvent::UserRenamed {
-                    given_name,
-                    family_name,
-                    ..
-                } => sqlx::query(
-                    "UPDATE user_profiles SET given_name = $2, family_name = $3, updated_at = $4 WHERE user_id = $1",
-                )
-                .bind(user_id)
-                .bind(given_name)
-                .bind(family_name)
-                .bind(at),
-                UserEvent::UserSlugChanged { slug, .. } => {
-                    sqlx::query("UPDATE user_profiles SET slug = $2, updated_at = $3 WHERE user_id = $1")
-                        .bind(user_id)
-                        .bind(slug)
-                        .bind(at)
+            let pending = index.get(&user_id).map(|i| &mut created[*i]);
+            match (user_event, pending) {
+                (
+                    UserEvent::UserCreated {
+                        company_id,
+                        user_type,
+                        is_owner,
+                        email,
+                        given_name,
+                        family_name,
+                        slug,
+                        timezone,
+                        created_at,
+                        ..
+                    },
+                    _,
+                ) => {
+                    index.insert(user_id, created.len());
+                    created.push(NewProfile {
+                        user_id,
+                        company_id,
+                        email,
+                        given_name,
+                        family_name,
+                        slug,
+                        timezone: timezone.name(),
+                        user_type: user_type.as_str(),
+                        is_owner,
+                        default_availability_id: None,
+                        default_meeting_type_id: None,
+                        created_at,
+                        updated_at: created_at,
+                    });
                 }
-                UserEvent::UserTimezoneChanged { timezone, .. } => {
+                (
+                    UserEvent::AvailabilityProvisioned {
+                        availability_id,
+                        is_default: true,
+                        ..
+                    },
+                    Some(row),
+                ) => {
+                    row.default_availability_id = Some(availability_id);
+                }
+                (
+                    UserEvent::AvailabilityProvisioned {
+                        availability_id,
+                        is_default: true,
+                        ..
+                    },
+                    None,
+                ) => {
+                    sqlx::query(
+                        "UPDATE user_profiles SET default_availability_id = $2 WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(availability_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (
+                    UserEvent::MeetingTypeProvisioned {
+                        meeting_type_id,
+                        is_default: true,
+                        ..
+                    },
+                    Some(row),
+                ) => {
+                    row.default_meeting_type_id = Some(meeting_type_id);
+                }
+                (
+                    UserEvent::MeetingTypeProvisioned {
+                        meeting_type_id,
+                        is_default: true,
+                        ..
+                    },
+                    None,
+                ) => {
+                    sqlx::query(
+                        "UPDATE user_profiles SET default_meeting_type_id = $2 WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(meeting_type_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (
+                    UserEvent::AvailabilityProvisioned { .. }
+                    | UserEvent::MeetingTypeProvisioned { .. },
+                    _,
+                ) => {}
+                (
+                    UserEvent::UserRenamed {
+                        given_name,
+                        family_name,
+                        ..
+                    },
+                    Some(row),
+                ) => {
+                    row.given_name = given_name;
+                    row.family_name = family_name;
+                    row.updated_at = at;
+                }
+                (
+                    UserEvent::UserRenamed {
+                        given_name,
+                        family_name,
+                        ..
+                    },
+                    None,
+                ) => {
+                    sqlx::query(
+                        "UPDATE user_profiles SET given_name = $2, family_name = $3, updated_at = $4 WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(given_name)
+                    .bind(family_name)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (UserEvent::UserSlugChanged { slug, .. }, Some(row)) => {
+                    row.slug = slug;
+                    row.updated_at = at;
+                }
+                (UserEvent::UserSlugChanged { slug, .. }, None) => {
+                    sqlx::query(
+                        "UPDATE user_profiles SET slug = $2, updated_at = $3 WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(slug)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (UserEvent::UserTimezoneChanged { timezone, .. }, Some(row)) => {
+                    row.timezone = timezone.name();
+                    row.updated_at = at;
+                }
+                (UserEvent::UserTimezoneChanged { timezone, .. }, None) => {
                     sqlx::query("UPDATE user_profiles SET timezone = $2, updated_at = $3 WHERE user_id = $1")
                         .bind(user_id)
                         .bind(timezone.name())
                         .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                UserEvent::UserDeleted { .. } => {
-                    sqlx::query("DELETE FROM user_profiles WHERE user_id = $1").bind(user_id)
+                (UserEvent::UserDeleted { .. }, Some(_)) => {
+                    // Created and deleted within one batch: it never reaches the table.
+                    if let Some(i) = index.remove(&user_id) {
+                        created[i].company_id = Uuid::nil();
+                    }
                 }
-            };
-            query.execute(&mut *tx).await?;
+                (UserEvent::UserDeleted { .. }, None) => {
+                    sqlx::query("DELETE FROM user_profiles WHERE user_id = $1")
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        created.retain(|row| !row.company_id.is_nil());
+        for chunk in created.chunks(2000) {
+            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO user_profiles (user_id, company_id, email, given_name, family_name, slug, timezone, \
+                 user_type, is_owner, default_availability_id, default_meeting_type_id, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.user_id)
+                    .push_bind(row.company_id)
+                    .push_bind(&row.email)
+                    .push_bind(&row.given_name)
+                    .push_bind(&row.family_name)
+                    .push_bind(&row.slug)
+                    .push_bind(row.timezone)
+                    .push_bind(row.user_type)
+                    .push_bind(row.is_owner)
+                    .push_bind(row.default_availability_id)
+                    .push_bind(row.default_meeting_type_id)
+                    .push_bind(row.created_at)
+                    .push_bind(row.updated_at);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         Ok(())
     }

@@ -320,13 +320,18 @@ impl EventStore {
             return Ok(None);
         }
         let subject = &stream.aggregate_id;
-        let existing: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT wrapped_key FROM data_keys WHERE subject_id = $1")
-                .bind(subject)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(wrapped) = existing {
-            return Ok(Some(self.keyring.unwrap_data_key(subject, &wrapped)?));
+        // A stream's first append cannot have a key yet: skip the lookup (one round trip of
+        // every user creation). If the key exists anyway (an id reused), the insert below
+        // fails rather than overwrite it.
+        if stream.expected_sequence > 0 {
+            let existing: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT wrapped_key FROM data_keys WHERE subject_id = $1")
+                    .bind(subject)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(wrapped) = existing {
+                return Ok(Some(self.keyring.unwrap_data_key(subject, &wrapped)?));
+            }
         }
         let (key, wrapped) = self.keyring.new_data_key(subject);
         sqlx::query("INSERT INTO data_keys (subject_id, wrapped_key) VALUES ($1, $2)")

@@ -6,7 +6,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use projections::{companies, user_profiles};
+use projections::user_profiles;
 use uuid::Uuid;
 
 use super::AppState;
@@ -53,7 +53,10 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(INVALID))?;
         let (key_id, secret) =
             api_keys::parse_token(token).ok_or(ApiError::Unauthorized(INVALID))?;
-        let key = companies::find_api_key(&state.pool, key_id)
+        let key = state
+            .caches
+            .api_keys
+            .get(&state.pool, key_id)
             .await?
             .ok_or(ApiError::Unauthorized(INVALID))?;
         if !api_keys::secret_matches(secret, &key.secret_hash) || key.revoked_at.is_some() {

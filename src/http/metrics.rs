@@ -1,12 +1,11 @@
 //! `GET /metrics` (Prometheus text format): request counts and latency histograms by route
 //! and status, and each projector's lag, read when scraped.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::RwLock;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,11 +17,50 @@ use prometheus_client::registry::Registry;
 use super::AppState;
 use super::error::ApiError;
 
+/// Label values are interned `&'static str`s: building them costs no allocation per request
+/// (routes and methods are few; anything unknown is `other` / `unmatched`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
+}
+
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route templates the router knows, leaked once each: a bounded set.
+fn route_label(path: Option<&MatchedPath>) -> &'static str {
+    static ROUTES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+    let Some(path) = path.map(MatchedPath::as_str) else {
+        return "unmatched";
+    };
+    if let Some(known) = ROUTES
+        .read()
+        .expect("routes lock")
+        .iter()
+        .find(|r| **r == path)
+    {
+        return known;
+    }
+    let mut routes = ROUTES.write().expect("routes lock");
+    if let Some(known) = routes.iter().find(|r| **r == path) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(path.to_string().into_boxed_str());
+    routes.push(leaked);
+    leaked
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,37 +116,25 @@ impl Default for Metrics {
     }
 }
 
-/// Counts and times every request; logs one line per request inside its span.
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let labels = RequestLabels {
-        method,
-        route,
-        status: response.status().as_u16(),
-    };
-    tracing::info!(
-        status = labels.status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "request answered"
-    );
-    metrics.requests.get_or_create(&labels).inc();
-    metrics
-        .latency
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
-    response
+impl Metrics {
+    /// Counts and times one answered request.
+    pub fn record(
+        &self,
+        method: &axum::http::Method,
+        route: Option<&MatchedPath>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            method: method_label(method),
+            route: route_label(route),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
 }
 
 pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {

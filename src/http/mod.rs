@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod auth;
+mod edge;
 pub mod error;
 pub mod extract;
 mod health;
@@ -19,12 +20,10 @@ mod windows;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -32,19 +31,33 @@ use crate::commands::CommandBus;
 use error::ApiError;
 use rate_limit::RateLimits;
 
-/// Every request gets at most this long; a stuck database becomes a 503, not a hang.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What handlers share.
+/// What handlers share. Extractors clone it on every request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The service-role pool for queries (read models).
     pub pool: PgPool,
     pub bus: CommandBus,
     /// Base of booking URLs (`KAIROS_PUBLIC_URL`).
     pub public_url: Arc<str>,
-    /// The bookable windows read model, held in memory.
-    pub windows: Arc<projections::bookable_windows::WindowsCache>,
+    /// Read models held in memory (bookable windows, API keys).
+    pub caches: projections::Caches,
     pub metrics: Arc<metrics::Metrics>,
     pub rate_limiter: Arc<RateLimits>,
 }
@@ -60,12 +73,8 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(rate_limit::rate_limit_headers))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(middleware::from_fn(timeout))
-        .layer(middleware::from_fn(catch_panic))
-        .layer(middleware::from_fn_with_state(metrics, metrics::observe))
-        .layer(middleware::from_fn(request_id::request_id))
+        .layer(middleware::from_fn_with_state(metrics, edge::edge))
         .with_state(state)
 }
 
@@ -86,30 +95,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-async fn timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable("request timed out".to_string()).into_response(),
-    }
-}
-
-/// A panic in a handler is a bug: log it once and answer a generic 500 in the error shape.
-async fn catch_panic(request: Request, next: Next) -> Response {
-    use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(next.run(request))
-        .catch_unwind()
-        .await
-    {
-        Ok(response) => response,
-        Err(panic) => {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_string());
-            ApiError::Internal(format!("handler panicked: {detail}")).into_response()
-        }
-    }
 }

@@ -6,10 +6,6 @@
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -33,9 +29,15 @@ pub struct RateInfo {
     pub remaining: u32,
 }
 
-/// A slot the middleware puts into the request for the `Caller` extractor to fill.
+/// A slot the edge middleware puts into the request for the `Caller` extractor to fill.
 #[derive(Clone, Default)]
 pub struct RateInfoSlot(Arc<Mutex<Option<RateInfo>>>);
+
+impl RateInfoSlot {
+    pub fn get(&self) -> Option<RateInfo> {
+        *self.0.lock().expect("rate info lock")
+    }
+}
 
 impl RateLimits {
     /// `per_minute` requests a minute per key, bursts up to twice that; 0 disables.
@@ -80,18 +82,4 @@ impl RateLimits {
             }
         }
     }
-}
-
-/// Adds the `x-ratelimit-*` headers the `Caller` extractor recorded.
-pub async fn rate_limit_headers(mut request: Request, next: Next) -> Response {
-    let slot = RateInfoSlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let mut response = next.run(request).await;
-    let info = *slot.0.lock().expect("rate info lock");
-    if let Some(info) = info {
-        let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(info.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(info.remaining));
-    }
-    response
 }

@@ -1,12 +1,8 @@
 //! `x-request-id`: echoed when the client sent a sane one, generated otherwise, set on every
-//! response, and carried by the request's tracing span so every log line names it.
+//! response (by [`super::edge`]), and carried by the request's tracing span so every log line
+//! names it.
 
-use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
-use uuid::Uuid;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -26,17 +22,12 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_string())
 }
 
-pub async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(HEADER)
-        .and_then(acceptable)
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = next.run(request).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
-    }
-    response
+/// The id of a request: the client's if acceptable, else a fresh v4 UUID (from the thread's
+/// CSPRNG, so no system call per request).
+pub fn choose(headers: &axum::http::HeaderMap) -> String {
+    headers.get(HEADER).and_then(acceptable).unwrap_or_else(|| {
+        uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .to_string()
+    })
 }

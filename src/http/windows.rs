@@ -2,15 +2,17 @@
 //! read model through its in-memory cache: no slot is computed on a request, and the
 //! `events` table is never read.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use aggregates::input::{FieldError, FieldErrors};
 use aggregates::slots::resolve_local;
-use axum::extract::{Path, State};
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use projections::user_profiles;
 use serde::Serialize;
@@ -20,7 +22,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{QueryMap, parse_path_id};
+use super::extract::parse_path_id;
 
 /// The longest range one query may ask for, in days (inclusive of both dates).
 const MAX_RANGE_DAYS: i64 = 62;
@@ -45,12 +47,67 @@ struct WindowsQuery {
     timezone: Option<Tz>,
 }
 
+/// The four parameters as sent (the last occurrence wins), decoded without copying when
+/// nothing is percent-encoded.
+#[derive(Default)]
+struct RawWindowsQuery<'a> {
+    start_date: Option<Cow<'a, str>>,
+    end_date: Option<Cow<'a, str>>,
+    meeting_type_id: Option<Cow<'a, str>>,
+    timezone: Option<Cow<'a, str>>,
+}
+
+impl<'a> RawWindowsQuery<'a> {
+    fn from_query(query: &'a str) -> Self {
+        let mut raw = Self::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "startDate" => &mut raw.start_date,
+                "endDate" => &mut raw.end_date,
+                "meetingTypeId" => &mut raw.meeting_type_id,
+                "timezone" => &mut raw.timezone,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        raw
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let value = match name {
+            "startDate" => &self.start_date,
+            "endDate" => &self.end_date,
+            "meetingTypeId" => &self.meeting_type_id,
+            _ => &self.timezone,
+        };
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+/// `YYYY-MM-DD` exactly.
+fn parse_date(raw: &str) -> Option<NaiveDate> {
+    let bytes = raw.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        bytes[range].iter().try_fold(0u32, |n, b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(
+        i32::try_from(number(0..4)?).ok()?,
+        number(5..7)?,
+        number(8..10)?,
+    )
+}
+
 impl WindowsQuery {
     /// Every bad parameter is reported, each with the spec's sentence.
-    fn parse(query: &HashMap<String, String>) -> ApiResult<Self> {
+    fn parse(query: &RawWindowsQuery<'_>) -> ApiResult<Self> {
         let mut missing = Vec::new();
         for name in ["startDate", "endDate"] {
-            if query.get(name).is_none_or(|v| v.trim().is_empty()) {
+            if query.get(name).is_none() {
                 missing.push(FieldError {
                     field: name.to_string(),
                     message: "startDate and endDate are required".to_string(),
@@ -65,10 +122,7 @@ impl WindowsQuery {
         }
         let mut errors = FieldErrors::new();
         let date = |name: &str, errors: &mut FieldErrors| {
-            let raw = query[name].trim();
-            let parsed = (raw.len() == 10)
-                .then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
-                .flatten();
+            let parsed = query.get(name).and_then(parse_date);
             if parsed.is_none() {
                 errors.push(name, "Invalid date format. Use YYYY-MM-DD");
             }
@@ -83,11 +137,7 @@ impl WindowsQuery {
                 errors.push("endDate", "Date range must not exceed 62 days");
             }
         }
-        let timezone = match query
-            .get("timezone")
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
+        let timezone = match query.get("timezone") {
             None => None,
             Some(raw) => match Tz::from_str(raw) {
                 Ok(tz) => Some(tz),
@@ -97,11 +147,7 @@ impl WindowsQuery {
                 }
             },
         };
-        let meeting_type_id = match query
-            .get("meetingTypeId")
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
+        let meeting_type_id = match query.get("meetingTypeId") {
             None => None,
             Some(raw) => match Uuid::parse_str(raw) {
                 Ok(id) => Some(id),
@@ -141,12 +187,13 @@ pub async fn bookable_windows(
     State(state): State<AppState>,
     acting: Acting,
     Path(user_id): Path<String>,
-    QueryMap(query): QueryMap,
-) -> ApiResult<Json<WindowsView>> {
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
     let user_id = parse_path_id(&user_id, "userId")?;
-    let params = WindowsQuery::parse(&query)?;
+    let params = WindowsQuery::parse(&RawWindowsQuery::from_query(query.as_deref().unwrap_or("")))?;
     let company_id = acting.caller.company_id;
     let windows = state
+        .caches
         .windows
         .get(&state.pool, user_id)
         .await?
@@ -168,24 +215,119 @@ pub async fn bookable_windows(
     let midnight = |date: NaiveDate| resolve_local(zone, date.and_time(NaiveTime::MIN));
     let from = midnight(params.start);
     let to = midnight(params.end + Duration::days(1));
-    let starts = meeting_type.starts(from, to, state.bus.clock().now());
-    Ok(Json(WindowsView {
-        windows: format_instants(&starts, params.timezone),
-    }))
+    let starts = meeting_type.starts_seconds(from, to, state.bus.clock().now());
+    Ok((
+        [(CONTENT_TYPE, "application/json")],
+        windows_json(starts, params.timezone),
+    )
+        .into_response())
 }
 
-fn format_instants(starts: &[DateTime<Utc>], zone: Option<Tz>) -> Vec<String> {
-    match zone {
-        None => starts
-            .iter()
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-            .collect(),
-        Some(tz) => starts
-            .iter()
-            .map(|t| {
-                t.with_timezone(&tz)
-                    .to_rfc3339_opts(SecondsFormat::Secs, false)
-            })
-            .collect(),
+/// `{"windows":[…]}` written straight into one buffer: this is the hottest response of the
+/// API, and the instants need no JSON escaping. Consecutive starts mostly share a local
+/// date, so the date is formatted once per day.
+fn windows_json(starts: impl Iterator<Item = i64>, zone: Option<Tz>) -> String {
+    let mut body = String::with_capacity(16 + 28 * 96);
+    body.push_str("{\"windows\":[");
+    let mut day_cache: (i64, [u8; 10]) = (i64::MIN, [0; 10]);
+    for (i, start) in starts.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('"');
+        let offset = zone.map(|tz| {
+            let utc = DateTime::from_timestamp(start, 0)
+                .unwrap_or_default()
+                .naive_utc();
+            tz.offset_from_utc_datetime(&utc).fix().local_minus_utc()
+        });
+        let local = start + i64::from(offset.unwrap_or(0));
+        push_rfc3339(&mut body, local, offset, &mut day_cache);
+        body.push('"');
+    }
+    body.push_str("]}");
+    body
+}
+
+/// Local seconds since the epoch as `YYYY-MM-DDTHH:MM:SS`, then `Z` (no offset given) or
+/// `±HH:MM`: RFC 3339 as section 0 writes it, with seconds and no fraction.
+fn push_rfc3339(
+    out: &mut String,
+    local: i64,
+    offset_seconds: Option<i32>,
+    day_cache: &mut (i64, [u8; 10]),
+) {
+    fn two(out: &mut String, value: u32) {
+        out.push(char::from(b'0' + (value / 10 % 10) as u8));
+        out.push(char::from(b'0' + (value % 10) as u8));
+    }
+    let day = local.div_euclid(86_400);
+    if day_cache.0 != day {
+        let date = DateTime::from_timestamp(day * 86_400, 0)
+            .unwrap_or_default()
+            .date_naive();
+        let text = format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day());
+        let mut bytes = [b'0'; 10];
+        bytes.copy_from_slice(&text.as_bytes()[text.len() - 10..]);
+        *day_cache = (day, bytes);
+    }
+    out.push_str(std::str::from_utf8(&day_cache.1).unwrap_or("0000-00-00"));
+    let seconds = local.rem_euclid(86_400) as u32;
+    out.push('T');
+    two(out, seconds / 3600);
+    out.push(':');
+    two(out, seconds / 60 % 60);
+    out.push(':');
+    two(out, seconds % 60);
+    match offset_seconds {
+        None => out.push('Z'),
+        Some(offset) => {
+            out.push(if offset < 0 { '-' } else { '+' });
+            let minutes = offset.unsigned_abs() / 60;
+            two(out, minutes / 60);
+            out.push(':');
+            two(out, minutes % 60);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{SecondsFormat, Utc};
+
+    #[test]
+    fn instants_are_written_as_chrono_writes_them() {
+        let instants: Vec<DateTime<Utc>> = [
+            "2024-01-15T08:00:00Z",
+            "2026-03-29T01:30:00Z",
+            "2026-10-25T00:30:00Z",
+            "1999-12-31T23:59:59Z",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for zone in [
+            None,
+            Some(chrono_tz::Europe::Berlin),
+            Some(chrono_tz::Asia::Kathmandu),
+            Some(chrono_tz::America::St_Johns),
+            Some(chrono_tz::UTC),
+        ] {
+            let seconds = instants.iter().map(DateTime::timestamp);
+            let body: serde_json::Value =
+                serde_json::from_str(&windows_json(seconds, zone)).unwrap();
+            let expected: Vec<String> = instants
+                .iter()
+                .map(|t| match zone {
+                    None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    Some(tz) => t
+                        .with_timezone(&tz)
+                        .to_rfc3339_opts(SecondsFormat::Secs, false),
+                })
+                .collect();
+            assert_eq!(body["windows"], serde_json::json!(expected), "{zone:?}");
+        }
+        assert_eq!(windows_json(std::iter::empty(), None), "{\"windows\":[]}");
     }
 }

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
-use projections::bookable_windows::WindowsCache;
 use projections::rebuild::{self, RebuildError, RebuildOptions, Silent};
 use projections::runtime::Projector;
 use serde_json::{Value, json};
@@ -22,7 +21,7 @@ const READ_TABLES: [&str; 6] = [
 ];
 
 fn projectors(app: &TestApp) -> Vec<Arc<dyn Projector>> {
-    projections::all_projectors(Arc::new(app.clock.clone()), Arc::new(WindowsCache::new(10)))
+    projections::all_projectors(Arc::new(app.clock.clone()), &projections::Caches::unused())
 }
 
 /// Every row of every read table, in a stable order.

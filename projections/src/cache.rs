@@ -1,0 +1,213 @@
+//! An in-memory copy of read-model rows that their projector keeps honest.
+//!
+//! The query side may serve a read model from memory only if it can never serve a value
+//! older than what a waiting reader was promised. The rules:
+//!
+//! - the projector drops changed keys after its batch commits and before its progress is
+//!   published (`Projector::committed`), so read-your-writes holds in this process;
+//! - it also notifies a channel inside the batch's transaction, and the runtime's listener
+//!   drops those keys in every other process before relaying that batch's checkpoint;
+//! - a load that started before an invalidation of its shard does not store its result, so
+//!   a row read just before a commit cannot outlive the invalidation that followed it;
+//! - when notifications may have been missed (the listener reconnected), everything goes.
+//!
+//! Memory is bounded: beyond `capacity` entries an arbitrary one makes room.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+
+use crate::runtime::Subscription;
+
+const SHARDS: usize = 32;
+
+pub struct InvalidatingCache<K, V> {
+    shards: Vec<RwLock<Shard<K, V>>>,
+    capacity_per_shard: usize,
+}
+
+struct Shard<K, V> {
+    entries: HashMap<K, V>,
+    generation: u64,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        entries: HashMap::new(),
+                        generation: 0,
+                    })
+                })
+                .collect(),
+            capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &RwLock<Shard<K, V>> {
+        use std::hash::{BuildHasher, RandomState};
+        thread_local! {
+            static HASHER: RandomState = RandomState::new();
+        }
+        let hash = HASHER.with(|state| state.hash_one(key));
+        &self.shards[(hash as usize) % SHARDS]
+    }
+
+    /// The cached value, or `load`'s (stored unless invalidated meanwhile). `load` returning
+    /// `Ok(None)` is not cached: an unknown key costs a lookup each time, not memory.
+    pub async fn get_or_load<E, F>(&self, key: K, load: F) -> Result<Option<V>, E>
+    where
+        F: Future<Output = Result<Option<V>, E>>,
+    {
+        let shard = self.shard(&key);
+        let generation = {
+            let shard = shard.read().expect("cache lock");
+            if let Some(value) = shard.entries.get(&key) {
+                return Ok(Some(value.clone()));
+            }
+            shard.generation
+        };
+        let loaded = load.await?;
+        if let Some(value) = &loaded {
+            let mut shard = shard.write().expect("cache lock");
+            if shard.generation == generation {
+                if shard.entries.len() >= self.capacity_per_shard
+                    && let Some(victim) = shard.entries.keys().next().cloned()
+                {
+                    shard.entries.remove(&victim);
+                }
+                shard.entries.insert(key, value.clone());
+            }
+        }
+        Ok(loaded)
+    }
+
+    pub fn invalidate(&self, keys: impl IntoIterator<Item = K>) {
+        for key in keys {
+            let mut shard = self.shard(&key).write().expect("cache lock");
+            shard.entries.remove(&key);
+            shard.generation += 1;
+        }
+    }
+
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.write().expect("cache lock");
+            shard.entries.clear();
+            shard.generation += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().expect("cache lock").entries.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K, V> InvalidatingCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Follows `channel`: a payload of comma-separated keys (parsed by `parse`) drops those,
+    /// `*` or a gap drops everything.
+    pub fn subscription(
+        self: &Arc<Self>,
+        channel: &'static str,
+        parse: fn(&str) -> Option<K>,
+    ) -> Subscription {
+        let on_notice = self.clone();
+        let on_gap = self.clone();
+        Subscription {
+            channel,
+            on_notice: Arc::new(move |payload: &str| {
+                if payload == "*" {
+                    on_notice.clear();
+                } else {
+                    on_notice.invalidate(payload.split(',').filter_map(parse));
+                }
+            }),
+            on_gap: Arc::new(move || on_gap.clear()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_load_overtaken_by_an_invalidation_is_not_stored() {
+        let cache: InvalidatingCache<u32, &str> = InvalidatingCache::new(100);
+        let loaded = cache
+            .get_or_load(1, async {
+                // The row changes while we read it.
+                cache.invalidate([1]);
+                Ok::<_, ()>(Some("old"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(loaded, Some("old"), "the caller still gets what it read");
+        let again = cache
+            .get_or_load(1, async { Ok::<_, ()>(Some("new")) })
+            .await
+            .unwrap();
+        assert_eq!(again, Some("new"), "but the stale value was not kept");
+        let cached = cache
+            .get_or_load(1, async { Ok::<_, ()>(Some("never read")) })
+            .await
+            .unwrap();
+        assert_eq!(cached, Some("new"));
+    }
+
+    #[tokio::test]
+    async fn unknown_keys_are_not_cached_and_capacity_is_bounded() {
+        let cache: InvalidatingCache<u32, u32> = InvalidatingCache::new(32);
+        assert_eq!(
+            cache
+                .get_or_load(7, async { Ok::<_, ()>(None) })
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(cache.is_empty());
+        for key in 0..1000 {
+            cache
+                .get_or_load(key, async move { Ok::<_, ()>(Some(key)) })
+                .await
+                .unwrap();
+        }
+        assert!(cache.len() <= 32, "{}", cache.len());
+    }
+
+    #[tokio::test]
+    async fn notices_drop_named_keys_and_a_star_or_a_gap_drops_all() {
+        let cache: Arc<InvalidatingCache<u32, u32>> = Arc::new(InvalidatingCache::new(100));
+        for key in 1..=3 {
+            cache
+                .get_or_load(key, async move { Ok::<_, ()>(Some(key)) })
+                .await
+                .unwrap();
+        }
+        let subscription = cache.subscription("test", |s| s.parse().ok());
+        (subscription.on_notice)("1,2");
+        assert_eq!(cache.len(), 1);
+        (subscription.on_notice)("*");
+        assert!(cache.is_empty());
+        cache
+            .get_or_load(4, async { Ok::<_, ()>(Some(4)) })
+            .await
+            .unwrap();
+        (subscription.on_gap)();
+        assert!(cache.is_empty());
+    }
+}
