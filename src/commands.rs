@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::event_store::{
-    AppendBatch, AppendError, Appended, EventMetadata, EventStore, IdempotentResponse,
+    AppendBatch, AppendError, Appended, EventMetadata, EventStore, IdempotentResponse, Loaded,
     PendingEvent, StoredResponse, StreamAppend,
 };
 
@@ -30,6 +30,10 @@ const MAX_ATTEMPTS: u32 = 10;
 pub struct CommandContext {
     pub metadata: EventMetadata,
     pub company_id: Option<Uuid>,
+    /// The command creates its aggregate under an id just generated: the first attempt
+    /// decides on the empty state without reading the (empty) stream. Should the id exist
+    /// after all, the append conflicts and the retry loads it as usual.
+    pub new_aggregate: bool,
 }
 
 /// An `Idempotency-Key` and the digest of the request it came with.
@@ -156,11 +160,17 @@ impl CommandBus {
             return Ok(outcome);
         }
         for attempt in 0..MAX_ATTEMPTS {
-            let loaded = self
-                .store
-                .load::<A>(aggregate_id)
-                .await
-                .map_err(CommandError::Store)?;
+            let loaded = if attempt == 0 && context.new_aggregate {
+                Loaded {
+                    aggregate: A::default(),
+                    sequence: 0,
+                }
+            } else {
+                self.store
+                    .load::<A>(aggregate_id)
+                    .await
+                    .map_err(CommandError::Store)?
+            };
             let events = decide(loaded.aggregate, command.clone())
                 .await
                 .map_err(CommandError::Rejected)?;

@@ -36,6 +36,25 @@ pub async fn service_pool(
     max_connections: u32,
     statement_timeout: Option<Duration>,
 ) -> Result<PgPool, sqlx::Error> {
+    pool_with(database_url, max_connections, statement_timeout, false).await
+}
+
+/// The projectors' pool. Their commits do not wait for the disk: read models are derived,
+/// rows commit together with their checkpoint, and a crash can only lose a tail of projector
+/// commits that is then applied again. (Appends, on the request pool, stay synchronous.)
+pub async fn projector_pool(
+    database_url: &str,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    pool_with(database_url, max_connections, None, true).await
+}
+
+async fn pool_with(
+    database_url: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+    asynchronous_commit: bool,
+) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -44,6 +63,9 @@ pub async fn service_pool(
                 connection
                     .execute(format!("SET ROLE {SERVICE_ROLE}").as_str())
                     .await?;
+                if asynchronous_commit {
+                    connection.execute("SET synchronous_commit = off").await?;
+                }
                 if let Some(timeout) = statement_timeout {
                     connection
                         .execute(

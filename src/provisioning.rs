@@ -86,6 +86,7 @@ fn cli_context(company_id: Uuid) -> CommandContext {
             ..Default::default()
         },
         company_id: Some(company_id),
+        new_aggregate: false,
     }
 }
 

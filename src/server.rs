@@ -54,7 +54,7 @@ impl Kairos {
         let projectors = projections::all_projectors(options.clock.clone(), &caches);
         // Each projector leader keeps a connection; the rest serve listeners and catch-ups.
         let projector_pool =
-            db::service_pool(&options.database_url, projectors.len() as u32 + 3, None).await?;
+            db::projector_pool(&options.database_url, projectors.len() as u32 + 3).await?;
         let mut runtime = Runtime::new(
             projector_pool.clone(),
             options.keyring.clone(),

@@ -1,105 +1,89 @@
 //! Read model `availabilities`: each user's weekly schedules. Owns table `availabilities`.
 
 use aggregates::user::{User, UserEvent};
-use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::log::LogEvent;
-use crate::runtime::{ProjectionError, Projector};
+use crate::runtime::ProjectionError;
 use crate::user_profiles::parse_id;
 
-pub const NAME: &str = "availabilities";
-
-pub struct AvailabilitiesProjector;
-
-#[async_trait]
-impl Projector for AvailabilitiesProjector {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["availabilities"]
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[LogEvent],
-    ) -> Result<(), ProjectionError> {
-        // Rows provisioned in this batch are inserted together at the end; a user deleted
-        // later in the same batch takes its pending rows with it.
-        let mut inserts: Vec<(
-            Uuid,
-            Uuid,
-            Option<Uuid>,
-            String,
-            Option<&'static str>,
-            serde_json::Value,
-            bool,
-            chrono::DateTime<chrono::Utc>,
-        )> = Vec::new();
-        let mut deleted: Vec<Uuid> = Vec::new();
-        for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
-            match event.decode::<UserEvent>()? {
-                UserEvent::AvailabilityProvisioned {
+/// Applies a batch to `availabilities` (called by the `users` projector, in its transaction).
+pub(crate) async fn apply(
+    tx: &mut PgConnection,
+    events: &[LogEvent],
+) -> Result<(), ProjectionError> {
+    // Rows provisioned in this batch are inserted together at the end; a user deleted
+    // later in the same batch takes its pending rows with it.
+    let mut inserts: Vec<(
+        Uuid,
+        Uuid,
+        Option<Uuid>,
+        String,
+        Option<&'static str>,
+        serde_json::Value,
+        bool,
+        chrono::DateTime<chrono::Utc>,
+    )> = Vec::new();
+    let mut deleted: Vec<Uuid> = Vec::new();
+    for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
+        match event.decode::<UserEvent>()? {
+            UserEvent::AvailabilityProvisioned {
+                availability_id,
+                name,
+                timezone,
+                schedule,
+                is_default,
+                at,
+            } => {
+                let schedule = serde_json::to_value(&schedule)
+                    .map_err(|e| ProjectionError::Invalid(format!("schedule: {e}")))?;
+                inserts.push((
                     availability_id,
-                    name,
-                    timezone,
+                    parse_id(&event.aggregate_id)?,
+                    event.company_id,
+                    name.as_str().to_string(),
+                    timezone.map(|tz| tz.name()),
                     schedule,
                     is_default,
                     at,
-                } => {
-                    let schedule = serde_json::to_value(&schedule)
-                        .map_err(|e| ProjectionError::Invalid(format!("schedule: {e}")))?;
-                    inserts.push((
-                        availability_id,
-                        parse_id(&event.aggregate_id)?,
-                        event.company_id,
-                        name.as_str().to_string(),
-                        timezone.map(|tz| tz.name()),
-                        schedule,
-                        is_default,
-                        at,
-                    ));
-                }
-                UserEvent::UserDeleted { .. } => {
-                    let user_id = parse_id(&event.aggregate_id)?;
-                    inserts.retain(|row| row.1 != user_id);
-                    deleted.push(user_id);
-                }
-                _ => {}
+                ));
             }
+            UserEvent::UserDeleted { .. } => {
+                let user_id = parse_id(&event.aggregate_id)?;
+                inserts.retain(|row| row.1 != user_id);
+                deleted.push(user_id);
+            }
+            _ => {}
         }
-        if !deleted.is_empty() {
-            sqlx::query("DELETE FROM availabilities WHERE user_id = ANY($1)")
-                .bind(&deleted)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for chunk in inserts.chunks(2000) {
-            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO availabilities (availability_id, user_id, company_id, name, own_timezone, schedule, \
-                 is_default, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.0)
-                    .push_bind(row.1)
-                    .push_bind(row.2)
-                    .push_bind(&row.3)
-                    .push_bind(row.4)
-                    .push_bind(&row.5)
-                    .push_bind(row.6)
-                    .push_bind(row.7)
-                    .push_bind(row.7);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        Ok(())
     }
+    if !deleted.is_empty() {
+        sqlx::query("DELETE FROM availabilities WHERE user_id = ANY($1)")
+            .bind(&deleted)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in inserts.chunks(2000) {
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO availabilities (availability_id, user_id, company_id, name, own_timezone, schedule, \
+             is_default, created_at, updated_at) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.0)
+                .push_bind(row.1)
+                .push_bind(row.2)
+                .push_bind(&row.3)
+                .push_bind(row.4)
+                .push_bind(&row.5)
+                .push_bind(row.6)
+                .push_bind(row.7)
+                .push_bind(row.7);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 /// An availability with the zone in effect (its own, else its user's).

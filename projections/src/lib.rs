@@ -8,7 +8,8 @@
 //! - [`rebuild`]: replaying the log into shadow tables and swapping them in live;
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
-//!   [`meeting_types`], [`bookable_windows`];
+//!   [`meeting_types`] (the last three applied together by the [`users`] projector),
+//!   [`bookable_windows`];
 //! - [`cache`]: in-memory copies of read models that their projectors keep honest;
 //! - [`clock`]: time as a replaceable value.
 //!
@@ -25,6 +26,7 @@ pub mod meeting_types;
 pub mod rebuild;
 pub mod runtime;
 pub mod user_profiles;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -76,9 +78,7 @@ impl Caches {
 pub fn all_projectors(clock: SharedClock, caches: &Caches) -> Vec<Arc<dyn Projector>> {
     vec![
         Arc::new(companies::CompaniesProjector::new(caches.api_keys.clone())),
-        Arc::new(user_profiles::UserProfilesProjector),
-        Arc::new(availabilities::AvailabilitiesProjector),
-        Arc::new(meeting_types::MeetingTypesProjector),
+        Arc::new(users::UsersProjector),
         Arc::new(BookableWindowsProjector::new(clock, caches.windows.clone())),
     ]
 }

@@ -1,114 +1,98 @@
 //! Read model `meeting_types`: each user's meeting types. Owns table `meeting_types`.
 
 use aggregates::user::{User, UserEvent};
-use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::log::LogEvent;
-use crate::runtime::{ProjectionError, Projector};
+use crate::runtime::ProjectionError;
 use crate::user_profiles::parse_id;
 
-pub const NAME: &str = "meeting_types";
-
-pub struct MeetingTypesProjector;
-
-#[async_trait]
-impl Projector for MeetingTypesProjector {
-    fn name(&self) -> &'static str {
-        NAME
+/// Applies a batch to `meeting_types` (called by the `users` projector, in its transaction).
+pub(crate) async fn apply(
+    tx: &mut PgConnection,
+    events: &[LogEvent],
+) -> Result<(), ProjectionError> {
+    // Rows provisioned in this batch are inserted together at the end; a user deleted
+    // later in the same batch takes its pending rows with it.
+    struct Row {
+        meeting_type_id: Uuid,
+        user_id: Uuid,
+        company_id: Option<Uuid>,
+        availability_id: Uuid,
+        name: String,
+        slug: String,
+        settings: aggregates::meeting_type::MeetingTypeSettings,
+        is_default: bool,
+        at: chrono::DateTime<chrono::Utc>,
     }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["meeting_types"]
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[LogEvent],
-    ) -> Result<(), ProjectionError> {
-        // Rows provisioned in this batch are inserted together at the end; a user deleted
-        // later in the same batch takes its pending rows with it.
-        struct Row {
-            meeting_type_id: Uuid,
-            user_id: Uuid,
-            company_id: Option<Uuid>,
-            availability_id: Uuid,
-            name: String,
-            slug: String,
-            settings: aggregates::meeting_type::MeetingTypeSettings,
-            is_default: bool,
-            at: chrono::DateTime<chrono::Utc>,
-        }
-        let mut inserts: Vec<Row> = Vec::new();
-        let mut deleted: Vec<Uuid> = Vec::new();
-        for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
-            match event.decode::<UserEvent>()? {
-                UserEvent::MeetingTypeProvisioned {
-                    meeting_type_id,
-                    availability_id,
-                    name,
-                    slug,
-                    settings,
-                    is_default,
-                    at,
-                } => inserts.push(Row {
-                    meeting_type_id,
-                    user_id: parse_id(&event.aggregate_id)?,
-                    company_id: event.company_id,
-                    availability_id,
-                    name: name.as_str().to_string(),
-                    slug: slug.as_str().to_string(),
-                    settings,
-                    is_default,
-                    at,
-                }),
-                UserEvent::UserDeleted { .. } => {
-                    let user_id = parse_id(&event.aggregate_id)?;
-                    inserts.retain(|row| row.user_id != user_id);
-                    deleted.push(user_id);
-                }
-                _ => {}
+    let mut inserts: Vec<Row> = Vec::new();
+    let mut deleted: Vec<Uuid> = Vec::new();
+    for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
+        match event.decode::<UserEvent>()? {
+            UserEvent::MeetingTypeProvisioned {
+                meeting_type_id,
+                availability_id,
+                name,
+                slug,
+                settings,
+                is_default,
+                at,
+            } => inserts.push(Row {
+                meeting_type_id,
+                user_id: parse_id(&event.aggregate_id)?,
+                company_id: event.company_id,
+                availability_id,
+                name: name.as_str().to_string(),
+                slug: slug.as_str().to_string(),
+                settings,
+                is_default,
+                at,
+            }),
+            UserEvent::UserDeleted { .. } => {
+                let user_id = parse_id(&event.aggregate_id)?;
+                inserts.retain(|row| row.user_id != user_id);
+                deleted.push(user_id);
             }
+            _ => {}
         }
-        if !deleted.is_empty() {
-            sqlx::query("DELETE FROM meeting_types WHERE user_id = ANY($1)")
-                .bind(&deleted)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let minutes = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
-        for chunk in inserts.chunks(2000) {
-            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO meeting_types (meeting_type_id, user_id, company_id, availability_id, name, slug, \
-                 duration_minutes, slot_interval_minutes, buffer_before_minutes, buffer_after_minutes, \
-                 minimum_notice_minutes, horizon_days, enabled, is_default, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.meeting_type_id)
-                    .push_bind(row.user_id)
-                    .push_bind(row.company_id)
-                    .push_bind(row.availability_id)
-                    .push_bind(&row.name)
-                    .push_bind(&row.slug)
-                    .push_bind(minutes(row.settings.duration_minutes))
-                    .push_bind(minutes(row.settings.slot_interval_minutes))
-                    .push_bind(minutes(row.settings.buffer_before_minutes))
-                    .push_bind(minutes(row.settings.buffer_after_minutes))
-                    .push_bind(minutes(row.settings.minimum_notice_minutes))
-                    .push_bind(minutes(row.settings.horizon_days))
-                    .push_bind(true)
-                    .push_bind(row.is_default)
-                    .push_bind(row.at)
-                    .push_bind(row.at);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        Ok(())
     }
+    if !deleted.is_empty() {
+        sqlx::query("DELETE FROM meeting_types WHERE user_id = ANY($1)")
+            .bind(&deleted)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let minutes = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
+    for chunk in inserts.chunks(2000) {
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO meeting_types (meeting_type_id, user_id, company_id, availability_id, name, slug, \
+             duration_minutes, slot_interval_minutes, buffer_before_minutes, buffer_after_minutes, \
+             minimum_notice_minutes, horizon_days, enabled, is_default, created_at, updated_at) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.meeting_type_id)
+                .push_bind(row.user_id)
+                .push_bind(row.company_id)
+                .push_bind(row.availability_id)
+                .push_bind(&row.name)
+                .push_bind(&row.slug)
+                .push_bind(minutes(row.settings.duration_minutes))
+                .push_bind(minutes(row.settings.slot_interval_minutes))
+                .push_bind(minutes(row.settings.buffer_before_minutes))
+                .push_bind(minutes(row.settings.buffer_after_minutes))
+                .push_bind(minutes(row.settings.minimum_notice_minutes))
+                .push_bind(minutes(row.settings.horizon_days))
+                .push_bind(true)
+                .push_bind(row.is_default)
+                .push_bind(row.at)
+                .push_bind(row.at);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 /// A meeting type as the API shows it.

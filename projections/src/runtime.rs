@@ -480,6 +480,10 @@ impl Runner {
         let name = self.projector.name();
         let mut backoff = self.config.first_backoff;
         let mut last_maintenance: Option<tokio::time::Instant> = None;
+        // The checkpoint as this leader last saw it: only a leader or a rebuild's swap moves
+        // it, and a swap only moves it forward, so it is a safe lower bound for the cheap
+        // "anything new?" check. (Forgotten at every idle poll, for hand-made resets.)
+        let mut known: Option<LogPosition> = None;
         loop {
             // Register interest before looking, so an append between the look and the wait
             // still wakes us.
@@ -489,14 +493,15 @@ impl Runner {
             if shutdown.is_triggered() {
                 return;
             }
-            match apply_next_batch(
-                connection,
-                &self.keyring,
-                self.projector.as_ref(),
-                self.config.batch_size,
-            )
-            .await
-            {
+            let batch = match known {
+                Some(checkpoint) => match has_events_after(connection, checkpoint).await {
+                    Ok(false) => Ok(None),
+                    Ok(true) => self.apply_batch(connection, &mut known).await,
+                    Err(error) => Err(error),
+                },
+                None => self.apply_batch(connection, &mut known).await,
+            };
+            match batch {
                 Ok(Some(position)) => {
                     backoff = self.config.first_backoff;
                     self.progress.publish(name, position);
@@ -506,16 +511,22 @@ impl Runner {
                     let due = last_maintenance
                         .is_none_or(|at| at.elapsed() >= self.config.maintenance_interval);
                     if due {
-                        last_maintenance = Some(tokio::time::Instant::now());
-                        if let Err(error) = maintain_once(connection, self.projector.as_ref()).await
-                        {
-                            tracing::error!(projector = name, %error, "maintenance failed; it will run again");
-                            record_failure(&self.pool, name, &error.to_string()).await;
+                        match maintain_once(connection, self.projector.as_ref()).await {
+                            // More may be due: look at the log, then maintain again.
+                            Ok(changed) if changed > 0 => continue,
+                            Ok(_) => last_maintenance = Some(tokio::time::Instant::now()),
+                            Err(error) => {
+                                last_maintenance = Some(tokio::time::Instant::now());
+                                tracing::error!(projector = name, %error, "maintenance failed; it will run again");
+                                record_failure(&self.pool, name, &error.to_string()).await;
+                            }
                         }
                     }
                     tokio::select! {
                         _ = &mut woken => {}
-                        _ = tokio::time::sleep(self.config.idle_poll) => {}
+                        // The poll also re-reads the stored checkpoint, in case an operator
+                        // moved it by hand.
+                        _ = tokio::time::sleep(self.config.idle_poll) => known = None,
                         _ = shutdown.wait() => return,
                     }
                 }
@@ -538,6 +549,28 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+impl Runner {
+    /// One batch transaction; keeps `known` current.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        known: &mut Option<LogPosition>,
+    ) -> Result<Option<LogPosition>, ProjectionError> {
+        let applied = apply_next_batch(
+            connection,
+            &self.keyring,
+            self.projector.as_ref(),
+            self.config.batch_size,
+        )
+        .await?;
+        *known = match applied {
+            Some(position) => Some(position),
+            None => Some(read_checkpoint(connection, self.projector.name()).await?),
+        };
+        Ok(applied)
     }
 }
 
@@ -573,12 +606,6 @@ pub async fn apply_next_batch(
     batch_size: i64,
 ) -> Result<Option<LogPosition>, ProjectionError> {
     let mut tx = connection.begin().await?;
-    // Read models are derived: a crash may lose the last moments of projector commits, but
-    // never half of one (rows and checkpoint commit together), and the lost tail is simply
-    // applied again. So projector commits need not wait for the disk.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
     match apply_in(&mut tx, keyring, projector, batch_size).await {
         Ok(Some((position, events))) => {
             tx.commit().await?;
@@ -596,6 +623,38 @@ pub async fn apply_next_batch(
             Err(error)
         }
     }
+}
+
+/// Whether anything is readable after `checkpoint`: one cheap statement, so an idle leader
+/// woken by every append does not open a transaction each time.
+pub async fn has_events_after(
+    connection: &mut PgConnection,
+    checkpoint: LogPosition,
+) -> Result<bool, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+         AND tx_id < pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .bind(checkpoint.tx_id.to_string())
+    .bind(checkpoint.position)
+    .fetch_one(&mut *connection)
+    .await?)
+}
+
+/// A projector's checkpoint as stored (without locking it).
+pub async fn read_checkpoint(
+    connection: &mut PgConnection,
+    name: &str,
+) -> Result<LogPosition, ProjectionError> {
+    let row = sqlx::query("SELECT tx_id::text AS tx_id_text, position FROM projector_checkpoints WHERE projector = $1")
+        .bind(name)
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or_else(|| ProjectionError::Invalid(format!("no checkpoint row for projector {name}")))?;
+    Ok(LogPosition {
+        tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id_text")?),
+        position: row.try_get("position")?,
+    })
 }
 
 /// Locks and reads a projector's checkpoint.
@@ -657,23 +716,23 @@ async fn apply_in(
     };
     log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
     projector.apply(&mut *tx, &events).await?;
+    // Advancing the checkpoint and telling other processes is one round trip.
     sqlx::query(
-        "UPDATE projector_checkpoints \
-         SET tx_id = $2::text::xid8, position = $3, events_applied = events_applied + $4, \
-             updated_at = now(), failing_since = NULL \
-         WHERE projector = $1",
+        "WITH advanced AS ( \
+             UPDATE projector_checkpoints \
+             SET tx_id = $2::text::xid8, position = $3, events_applied = events_applied + $4, \
+                 updated_at = now(), failing_since = NULL \
+             WHERE projector = $1 RETURNING projector) \
+         SELECT pg_notify($5, $6) FROM advanced",
     )
     .bind(name)
     .bind(last.tx_id.to_string())
     .bind(last.position)
     .bind(events.len() as i64)
+    .bind(CHECKPOINTS_CHANNEL)
+    .bind(format!("{name} {} {}", last.tx_id, last.position))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHECKPOINTS_CHANNEL)
-        .bind(format!("{name} {} {}", last.tx_id, last.position))
-        .execute(&mut *tx)
-        .await?;
     Ok(Some((last, events)))
 }
 

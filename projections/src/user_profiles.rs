@@ -1,7 +1,6 @@
 //! Read model `user_profiles`: what `GET /v4/user…` answers. Owns table `user_profiles`.
 
 use aggregates::user::{User, UserEvent, UserType};
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use std::collections::HashMap;
@@ -10,11 +9,7 @@ use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::log::LogEvent;
-use crate::runtime::{ProjectionError, Projector};
-
-pub const NAME: &str = "user_profiles";
-
-pub struct UserProfilesProjector;
+use crate::runtime::ProjectionError;
 
 /// A profile created in the batch being applied: it is completed in memory by the batch's
 /// later events and inserted with all others in one statement (a user's creation is three
@@ -35,214 +30,205 @@ struct NewProfile {
     updated_at: DateTime<Utc>,
 }
 
-#[async_trait]
-impl Projector for UserProfilesProjector {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["user_profiles"]
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[LogEvent],
-    ) -> Result<(), ProjectionError> {
-        let mut created: Vec<NewProfile> = Vec::new();
-        let mut index: HashMap<Uuid, usize> = HashMap::new();
-        for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
-            let user_id = parse_id(&event.aggregate_id)?;
-            let user_event = event.decode::<UserEvent>()?;
-            let at = user_event.at();
-            let pending = index.get(&user_id).map(|i| &mut created[*i]);
-            match (user_event, pending) {
-                (
-                    UserEvent::UserCreated {
-                        company_id,
-                        user_type,
-                        is_owner,
-                        email,
-                        given_name,
-                        family_name,
-                        slug,
-                        timezone,
-                        created_at,
-                        ..
-                    },
-                    _,
-                ) => {
-                    index.insert(user_id, created.len());
-                    created.push(NewProfile {
-                        user_id,
-                        company_id,
-                        email,
-                        given_name,
-                        family_name,
-                        slug,
-                        timezone: timezone.name(),
-                        user_type: user_type.as_str(),
-                        is_owner,
-                        default_availability_id: None,
-                        default_meeting_type_id: None,
-                        created_at,
-                        updated_at: created_at,
-                    });
-                }
-                (
-                    UserEvent::AvailabilityProvisioned {
-                        availability_id,
-                        is_default: true,
-                        ..
-                    },
-                    Some(row),
-                ) => {
-                    row.default_availability_id = Some(availability_id);
-                }
-                (
-                    UserEvent::AvailabilityProvisioned {
-                        availability_id,
-                        is_default: true,
-                        ..
-                    },
-                    None,
-                ) => {
-                    sqlx::query(
-                        "UPDATE user_profiles SET default_availability_id = $2 WHERE user_id = $1",
-                    )
-                    .bind(user_id)
-                    .bind(availability_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (
-                    UserEvent::MeetingTypeProvisioned {
-                        meeting_type_id,
-                        is_default: true,
-                        ..
-                    },
-                    Some(row),
-                ) => {
-                    row.default_meeting_type_id = Some(meeting_type_id);
-                }
-                (
-                    UserEvent::MeetingTypeProvisioned {
-                        meeting_type_id,
-                        is_default: true,
-                        ..
-                    },
-                    None,
-                ) => {
-                    sqlx::query(
-                        "UPDATE user_profiles SET default_meeting_type_id = $2 WHERE user_id = $1",
-                    )
-                    .bind(user_id)
-                    .bind(meeting_type_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (
-                    UserEvent::AvailabilityProvisioned { .. }
-                    | UserEvent::MeetingTypeProvisioned { .. },
-                    _,
-                ) => {}
-                (
-                    UserEvent::UserRenamed {
-                        given_name,
-                        family_name,
-                        ..
-                    },
-                    Some(row),
-                ) => {
-                    row.given_name = given_name;
-                    row.family_name = family_name;
-                    row.updated_at = at;
-                }
-                (
-                    UserEvent::UserRenamed {
-                        given_name,
-                        family_name,
-                        ..
-                    },
-                    None,
-                ) => {
-                    sqlx::query(
-                        "UPDATE user_profiles SET given_name = $2, family_name = $3, updated_at = $4 WHERE user_id = $1",
-                    )
-                    .bind(user_id)
-                    .bind(given_name)
-                    .bind(family_name)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (UserEvent::UserSlugChanged { slug, .. }, Some(row)) => {
-                    row.slug = slug;
-                    row.updated_at = at;
-                }
-                (UserEvent::UserSlugChanged { slug, .. }, None) => {
-                    sqlx::query(
-                        "UPDATE user_profiles SET slug = $2, updated_at = $3 WHERE user_id = $1",
-                    )
-                    .bind(user_id)
-                    .bind(slug)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (UserEvent::UserTimezoneChanged { timezone, .. }, Some(row)) => {
-                    row.timezone = timezone.name();
-                    row.updated_at = at;
-                }
-                (UserEvent::UserTimezoneChanged { timezone, .. }, None) => {
-                    sqlx::query("UPDATE user_profiles SET timezone = $2, updated_at = $3 WHERE user_id = $1")
-                        .bind(user_id)
-                        .bind(timezone.name())
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                (UserEvent::UserDeleted { .. }, Some(_)) => {
-                    // Created and deleted within one batch: it never reaches the table.
-                    if let Some(i) = index.remove(&user_id) {
-                        created[i].company_id = Uuid::nil();
-                    }
-                }
-                (UserEvent::UserDeleted { .. }, None) => {
-                    sqlx::query("DELETE FROM user_profiles WHERE user_id = $1")
-                        .bind(user_id)
-                        .execute(&mut *tx)
-                        .await?;
+/// Applies a batch to `user_profiles` (called by the `users` projector, in its transaction).
+pub(crate) async fn apply(
+    tx: &mut PgConnection,
+    events: &[LogEvent],
+) -> Result<(), ProjectionError> {
+    let mut created: Vec<NewProfile> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
+        let user_id = parse_id(&event.aggregate_id)?;
+        let user_event = event.decode::<UserEvent>()?;
+        let at = user_event.at();
+        let pending = index.get(&user_id).map(|i| &mut created[*i]);
+        match (user_event, pending) {
+            (
+                UserEvent::UserCreated {
+                    company_id,
+                    user_type,
+                    is_owner,
+                    email,
+                    given_name,
+                    family_name,
+                    slug,
+                    timezone,
+                    created_at,
+                    ..
+                },
+                _,
+            ) => {
+                index.insert(user_id, created.len());
+                created.push(NewProfile {
+                    user_id,
+                    company_id,
+                    email,
+                    given_name,
+                    family_name,
+                    slug,
+                    timezone: timezone.name(),
+                    user_type: user_type.as_str(),
+                    is_owner,
+                    default_availability_id: None,
+                    default_meeting_type_id: None,
+                    created_at,
+                    updated_at: created_at,
+                });
+            }
+            (
+                UserEvent::AvailabilityProvisioned {
+                    availability_id,
+                    is_default: true,
+                    ..
+                },
+                Some(row),
+            ) => {
+                row.default_availability_id = Some(availability_id);
+            }
+            (
+                UserEvent::AvailabilityProvisioned {
+                    availability_id,
+                    is_default: true,
+                    ..
+                },
+                None,
+            ) => {
+                sqlx::query(
+                    "UPDATE user_profiles SET default_availability_id = $2 WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(availability_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (
+                UserEvent::MeetingTypeProvisioned {
+                    meeting_type_id,
+                    is_default: true,
+                    ..
+                },
+                Some(row),
+            ) => {
+                row.default_meeting_type_id = Some(meeting_type_id);
+            }
+            (
+                UserEvent::MeetingTypeProvisioned {
+                    meeting_type_id,
+                    is_default: true,
+                    ..
+                },
+                None,
+            ) => {
+                sqlx::query(
+                    "UPDATE user_profiles SET default_meeting_type_id = $2 WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(meeting_type_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (
+                UserEvent::AvailabilityProvisioned { .. }
+                | UserEvent::MeetingTypeProvisioned { .. },
+                _,
+            ) => {}
+            (
+                UserEvent::UserRenamed {
+                    given_name,
+                    family_name,
+                    ..
+                },
+                Some(row),
+            ) => {
+                row.given_name = given_name;
+                row.family_name = family_name;
+                row.updated_at = at;
+            }
+            (
+                UserEvent::UserRenamed {
+                    given_name,
+                    family_name,
+                    ..
+                },
+                None,
+            ) => {
+                sqlx::query(
+                    "UPDATE user_profiles SET given_name = $2, family_name = $3, updated_at = $4 WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(given_name)
+                .bind(family_name)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (UserEvent::UserSlugChanged { slug, .. }, Some(row)) => {
+                row.slug = slug;
+                row.updated_at = at;
+            }
+            (UserEvent::UserSlugChanged { slug, .. }, None) => {
+                sqlx::query(
+                    "UPDATE user_profiles SET slug = $2, updated_at = $3 WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(slug)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (UserEvent::UserTimezoneChanged { timezone, .. }, Some(row)) => {
+                row.timezone = timezone.name();
+                row.updated_at = at;
+            }
+            (UserEvent::UserTimezoneChanged { timezone, .. }, None) => {
+                sqlx::query(
+                    "UPDATE user_profiles SET timezone = $2, updated_at = $3 WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(timezone.name())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (UserEvent::UserDeleted { .. }, Some(_)) => {
+                // Created and deleted within one batch: it never reaches the table.
+                if let Some(i) = index.remove(&user_id) {
+                    created[i].company_id = Uuid::nil();
                 }
             }
+            (UserEvent::UserDeleted { .. }, None) => {
+                sqlx::query("DELETE FROM user_profiles WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
-        created.retain(|row| !row.company_id.is_nil());
-        for chunk in created.chunks(2000) {
-            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO user_profiles (user_id, company_id, email, given_name, family_name, slug, timezone, \
-                 user_type, is_owner, default_availability_id, default_meeting_type_id, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.user_id)
-                    .push_bind(row.company_id)
-                    .push_bind(&row.email)
-                    .push_bind(&row.given_name)
-                    .push_bind(&row.family_name)
-                    .push_bind(&row.slug)
-                    .push_bind(row.timezone)
-                    .push_bind(row.user_type)
-                    .push_bind(row.is_owner)
-                    .push_bind(row.default_availability_id)
-                    .push_bind(row.default_meeting_type_id)
-                    .push_bind(row.created_at)
-                    .push_bind(row.updated_at);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        Ok(())
     }
+    created.retain(|row| !row.company_id.is_nil());
+    for chunk in created.chunks(2000) {
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO user_profiles (user_id, company_id, email, given_name, family_name, slug, timezone, \
+             user_type, is_owner, default_availability_id, default_meeting_type_id, created_at, updated_at) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.user_id)
+                .push_bind(row.company_id)
+                .push_bind(&row.email)
+                .push_bind(&row.given_name)
+                .push_bind(&row.family_name)
+                .push_bind(&row.slug)
+                .push_bind(row.timezone)
+                .push_bind(row.user_type)
+                .push_bind(row.is_owner)
+                .push_bind(row.default_availability_id)
+                .push_bind(row.default_meeting_type_id)
+                .push_bind(row.created_at)
+                .push_bind(row.updated_at);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_id(aggregate_id: &str) -> Result<Uuid, ProjectionError> {

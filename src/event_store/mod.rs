@@ -375,23 +375,21 @@ impl EventStore {
         scope: &str,
         prefix: &str,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let pattern = format!("{}-%", escape_like(prefix));
+        // `value = base OR value LIKE 'base-%'` as one range of the C-collated key: slugs
+        // hold only [a-z0-9-], and '-' is the one such character below '.', so
+        // [base, base + '.') is exactly the base and its suffixed forms. A prepared
+        // statement's generic plan uses the index for a range, not for LIKE or OR, and a scan
+        // of every claim grows with the installation.
         sqlx::query_scalar(
-            "SELECT value FROM claims WHERE kind = $1 AND scope = $2 AND (value = $3 OR value LIKE $4)",
+            "SELECT value FROM claims WHERE kind = $1 AND scope = $2 AND value >= $3 AND value < $4",
         )
         .bind(kind.as_str())
         .bind(scope)
         .bind(prefix)
-        .bind(pattern)
+        .bind(format!("{prefix}."))
         .fetch_all(&self.pool)
         .await
     }
-}
-
-fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 /// Releases, then takes, the claims of one stream's events. A claim held by anyone else

@@ -128,6 +128,7 @@ impl Acting {
                 origin: "http",
             },
             company_id: Some(self.caller.company_id),
+            new_aggregate: false,
         }
     }
 }

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use projections::{availabilities, bookable_windows, meeting_types, user_profiles};
+use projections::{bookable_windows, user_profiles, users};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -27,16 +27,11 @@ use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{AppJson, HashedJson, QueryMap, parse_path_id};
 use super::views::{CreatedUser, UserList, UserView};
-use crate::commands::{CommandError, IdempotencyKey, Outcome};
+use crate::commands::{CommandContext, CommandError, IdempotencyKey, Outcome};
 
 /// The read models a caller of the user endpoints reads next: a command's answer waits for
 /// them (read-your-writes).
-pub const USER_READ_MODELS: &[&str] = &[
-    user_profiles::NAME,
-    availabilities::NAME,
-    meeting_types::NAME,
-    bookable_windows::NAME,
-];
+pub const USER_READ_MODELS: &[&str] = &[users::NAME, bookable_windows::NAME];
 
 /// Derived slugs race with concurrent creations of namesakes; each lost race moves on to
 /// the next free suffix.
@@ -176,7 +171,10 @@ pub async fn create_user(
 ) -> ApiResult<Response> {
     let idempotency =
         idempotency_key(&headers, acting.caller.company_id, "POST /v4/user", &digest)?;
-    let context = acting.command_context();
+    let context = CommandContext {
+        new_aggregate: true,
+        ..acting.command_context()
+    };
     let user_id = Uuid::now_v7();
     let availability_id = Uuid::now_v7();
     let meeting_type_id = Uuid::now_v7();

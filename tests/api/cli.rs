@@ -195,12 +195,7 @@ async fn projections_status_lists_every_projector_with_its_state() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    for name in [
-        "availabilities",
-        "companies",
-        "meeting_types",
-        "user_profiles",
-    ] {
+    for name in ["bookable_windows", "companies", "users"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
     assert!(
@@ -210,7 +205,7 @@ async fn projections_status_lists_every_projector_with_its_state() {
         "{statuses:?}"
     );
     let text = kairos(&app, &["projections", "status"]).await;
-    assert!(stdout(&text).contains("user_profiles"));
+    assert!(stdout(&text).contains("bookable_windows"));
     app.stop().await;
 }
 
@@ -269,20 +264,29 @@ async fn projections_rebuild_replays_into_shadows_and_reports_its_rate() {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = stdout(&output);
-    assert!(text.starts_with("rebuilt companies, user_profiles, availabilities, meeting_types, bookable_windows (6 tables) from 8 events"), "{text}");
+    assert!(
+        text.starts_with("rebuilt companies, users, bookable_windows (6 tables) from 8 events"),
+        "{text}"
+    );
     assert!(text.contains("events/s"), "{text}");
-    let one = kairos(&app, &["projections", "rebuild", "user_profiles", "--json"]).await;
+    let one = kairos(&app, &["projections", "rebuild", "users", "--json"]).await;
     assert!(
         one.status.success(),
         "{}",
         String::from_utf8_lossy(&one.stderr)
     );
     let report: Value = serde_json::from_str(&stdout(&one)).unwrap();
-    assert_eq!(report["tables"], serde_json::json!(["user_profiles"]));
+    assert_eq!(
+        report["tables"],
+        serde_json::json!(["user_profiles", "availabilities", "meeting_types"])
+    );
     assert_eq!(app.get("/v4/user/me").send().await.status, 200);
 
     let unknown = kairos(&app, &["projections", "rebuild", "nope"]).await;
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known: companies, user_profiles"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("known: companies, users, bookable_windows")
+    );
     app.stop().await;
 }

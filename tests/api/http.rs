@@ -321,7 +321,7 @@ async fn health_metrics_and_the_openapi_document_are_served() {
     assert!(
         metrics
             .text
-            .contains("kairos_projector_lag_events{projector=\"user_profiles\"}")
+            .contains("kairos_projector_lag_events{projector=\"users\"}")
     );
 
     let openapi = app.get("/openapi.json").no_key().send().await;

@@ -14,7 +14,7 @@ use kairos::event_store::{AppendBatch, EventStore, StreamAppend};
 use projections::keyring::Keyring;
 use projections::log::{LogEvent, LogPosition};
 use projections::runtime::{self, ProjectionError, Projector, Runtime, RuntimeConfig, Shutdown};
-use projections::user_profiles::{self, UserProfilesProjector};
+use projections::users::{self, UsersProjector};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -100,9 +100,7 @@ async fn a_writer_that_took_a_lower_position_and_committed_later_is_seen_complet
     slow.commit().await.unwrap();
     let target = first.position.max(second.position);
     assert!(
-        app.bus()
-            .wait_for(&[user_profiles::NAME], Some(target))
-            .await,
+        app.bus().wait_for(&[users::NAME], Some(target)).await,
         "the projector caught up"
     );
     assert_eq!(
@@ -116,7 +114,7 @@ async fn a_writer_that_took_a_lower_position_and_committed_later_is_seen_complet
 
 /// Wraps the real projector and fails its first `failures` batches after writing its rows.
 struct CrashAfterWriting {
-    inner: UserProfilesProjector,
+    inner: UsersProjector,
     failures: AtomicUsize,
     attempts: AtomicUsize,
 }
@@ -177,7 +175,7 @@ async fn a_batch_that_fails_after_writing_leaves_no_trace_and_is_applied_exactly
     }
 
     let projector = Arc::new(CrashAfterWriting {
-        inner: UserProfilesProjector,
+        inner: UsersProjector,
         failures: AtomicUsize::new(1),
         attempts: AtomicUsize::new(0),
     });
@@ -224,12 +222,7 @@ async fn a_batch_that_fails_after_writing_leaves_no_trace_and_is_applied_exactly
     // The retry applies everything once.
     assert!(
         progress
-            .wait_past(
-                &pool,
-                &[user_profiles::NAME],
-                target,
-                Duration::from_secs(10)
-            )
+            .wait_past(&pool, &[users::NAME], target, Duration::from_secs(10))
             .await
     );
     for user in &users {
@@ -254,7 +247,7 @@ async fn a_batch_that_fails_after_writing_leaves_no_trace_and_is_applied_exactly
 /// Records which runtime applied each batch and how many applied at once.
 struct Witness {
     runtime: &'static str,
-    inner: UserProfilesProjector,
+    inner: UsersProjector,
     in_flight: Arc<AtomicUsize>,
     most_at_once: Arc<AtomicUsize>,
     batches_by_runtime: Arc<Mutex<HashMap<&'static str, usize>>>,
@@ -302,7 +295,7 @@ async fn two_runtimes_on_one_database_never_both_apply_a_projector_and_one_takes
         let pool = kairos::db::service_pool(&db.url, 6, None).await.unwrap();
         let witness = Arc::new(Witness {
             runtime: name,
-            inner: UserProfilesProjector,
+            inner: UsersProjector,
             in_flight: in_flight.clone(),
             most_at_once: most_at_once.clone(),
             batches_by_runtime: batches.clone(),
@@ -340,12 +333,7 @@ async fn two_runtimes_on_one_database_never_both_apply_a_projector_and_one_takes
     assert!(
         runtimes[0]
             .2
-            .wait_past(
-                &pool,
-                &[user_profiles::NAME],
-                target,
-                Duration::from_secs(10)
-            )
+            .wait_past(&pool, &[users::NAME], target, Duration::from_secs(10))
             .await
     );
     assert_eq!(
@@ -385,7 +373,7 @@ async fn two_runtimes_on_one_database_never_both_apply_a_projector_and_one_takes
         follower_progress
             .wait_past(
                 &follower_pool,
-                &[user_profiles::NAME],
+                &[users::NAME],
                 late,
                 Duration::from_secs(10)
             )
