@@ -9,6 +9,18 @@ use crate::log::LogEvent;
 use crate::runtime::ProjectionError;
 use crate::user_profiles::parse_id;
 
+/// An availability provisioned in the batch being applied.
+struct NewAvailability {
+    availability_id: Uuid,
+    user_id: Uuid,
+    company_id: Option<Uuid>,
+    name: String,
+    own_timezone: Option<&'static str>,
+    schedule: serde_json::Value,
+    is_default: bool,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Applies a batch to `availabilities` (called by the `users` projector, in its transaction).
 pub(crate) async fn apply(
     tx: &mut PgConnection,
@@ -16,16 +28,7 @@ pub(crate) async fn apply(
 ) -> Result<(), ProjectionError> {
     // Rows provisioned in this batch are inserted together at the end; a user deleted
     // later in the same batch takes its pending rows with it.
-    let mut inserts: Vec<(
-        Uuid,
-        Uuid,
-        Option<Uuid>,
-        String,
-        Option<&'static str>,
-        serde_json::Value,
-        bool,
-        chrono::DateTime<chrono::Utc>,
-    )> = Vec::new();
+    let mut inserts: Vec<NewAvailability> = Vec::new();
     let mut deleted: Vec<Uuid> = Vec::new();
     for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
         match event.decode::<UserEvent>()? {
@@ -39,20 +42,20 @@ pub(crate) async fn apply(
             } => {
                 let schedule = serde_json::to_value(&schedule)
                     .map_err(|e| ProjectionError::Invalid(format!("schedule: {e}")))?;
-                inserts.push((
+                inserts.push(NewAvailability {
                     availability_id,
-                    parse_id(&event.aggregate_id)?,
-                    event.company_id,
-                    name.as_str().to_string(),
-                    timezone.map(|tz| tz.name()),
+                    user_id: parse_id(&event.aggregate_id)?,
+                    company_id: event.company_id,
+                    name: name.as_str().to_string(),
+                    own_timezone: timezone.map(|tz| tz.name()),
                     schedule,
                     is_default,
                     at,
-                ));
+                });
             }
             UserEvent::UserDeleted { .. } => {
                 let user_id = parse_id(&event.aggregate_id)?;
-                inserts.retain(|row| row.1 != user_id);
+                inserts.retain(|row| row.user_id != user_id);
                 deleted.push(user_id);
             }
             _ => {}
@@ -71,15 +74,15 @@ pub(crate) async fn apply(
         );
         insert.push_values(chunk, |mut values, row| {
             values
-                .push_bind(row.0)
-                .push_bind(row.1)
-                .push_bind(row.2)
-                .push_bind(&row.3)
-                .push_bind(row.4)
-                .push_bind(&row.5)
-                .push_bind(row.6)
-                .push_bind(row.7)
-                .push_bind(row.7);
+                .push_bind(row.availability_id)
+                .push_bind(row.user_id)
+                .push_bind(row.company_id)
+                .push_bind(&row.name)
+                .push_bind(row.own_timezone)
+                .push_bind(&row.schedule)
+                .push_bind(row.is_default)
+                .push_bind(row.at)
+                .push_bind(row.at);
         });
         insert.build().execute(&mut *tx).await?;
     }
