@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use projections::clock::SystemClock;
-use projections::runtime::{Progress, RuntimeConfig};
-use tokio::sync::Notify;
+use projections::runtime::{AppendSignal, Progress, RuntimeConfig};
 use uuid::Uuid;
 
 use crate::commands::CommandBus;
@@ -281,10 +280,10 @@ async fn cli_bus(config: &Config) -> anyhow::Result<CommandBus> {
         .await
         .context("connecting to DATABASE_URL")?;
     Ok(CommandBus::new(
-        EventStore::new(pool, keyring),
+        EventStore::new(pool.clone(), keyring),
         Arc::new(SystemClock),
         Progress::new(&[]),
-        Arc::new(Notify::new()),
+        AppendSignal::direct(pool.clone()),
         Duration::from_secs(5),
     ))
 }

@@ -2,7 +2,6 @@
 //! command's claims and idempotency key, retry when another writer got there first, and let
 //! the caller wait (bounded) until the read models it reads next have applied the result.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::effects::{ClaimKind, StoredEvent, payload_of};
@@ -10,11 +9,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use projections::clock::SharedClock;
 use projections::log::LogPosition;
-use projections::runtime::Progress;
+use projections::runtime::{AppendSignal, Progress};
 use rand::Rng;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::event_store::{
@@ -84,8 +82,8 @@ pub struct CommandBus {
     store: EventStore,
     clock: SharedClock,
     progress: Progress,
-    /// Wakes the projector leaders of this process right after a commit.
-    waker: Arc<Notify>,
+    /// Wakes the projector leaders (here at once, elsewhere by NOTIFY) after a commit.
+    signal: AppendSignal,
     read_your_writes_timeout: Duration,
 }
 
@@ -94,14 +92,14 @@ impl CommandBus {
         store: EventStore,
         clock: SharedClock,
         progress: Progress,
-        waker: Arc<Notify>,
+        signal: AppendSignal,
         read_your_writes_timeout: Duration,
     ) -> Self {
         Self {
             store,
             clock,
             progress,
-            waker,
+            signal,
             read_your_writes_timeout,
         }
     }
@@ -258,7 +256,7 @@ impl CommandBus {
             recorded_at: self.clock.now(),
         };
         let appended = self.store.append(&batch).await?;
-        self.waker.notify_waiters();
+        self.signal.appended().await;
         Ok(appended)
     }
 

@@ -65,15 +65,15 @@ impl Kairos {
             runtime.subscribe(subscription);
         }
         let progress = runtime.progress();
-        let waker = runtime.waker();
-        let (shutdown, signal) = Shutdown::new();
-        let handle = runtime.start(signal).await?;
+        let signal = runtime.signal();
+        let (shutdown, stop) = Shutdown::new();
+        let handle = runtime.start(stop).await?;
         let store = EventStore::new(pool.clone(), options.keyring);
         let bus = CommandBus::new(
             store,
             options.clock,
             progress,
-            waker,
+            signal,
             options.read_your_writes_timeout,
         );
         let state = AppState::new(Shared {

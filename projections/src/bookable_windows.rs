@@ -287,16 +287,40 @@ impl Projector for BookableWindowsProjector {
         tx: &mut PgConnection,
         events: &[LogEvent],
     ) -> Result<(), ProjectionError> {
+        // A stream that starts in this batch (a user created) is folded from the batch; the
+        // others are read back from the log up to the batch's last sequence.
+        let mut from_batch: BTreeMap<&str, User> = BTreeMap::new();
         let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
         for event in events.iter().filter(|e| e.aggregate_type == User::TYPE) {
-            let sequence = latest.entry(&event.aggregate_id).or_default();
-            *sequence = (*sequence).max(event.sequence);
+            let id = event.aggregate_id.as_str();
+            if let Some(user) = from_batch.get_mut(id) {
+                user.apply(event.decode()?);
+            } else if event.sequence == 1 {
+                let mut user = User::default();
+                user.apply(event.decode()?);
+                from_batch.insert(id, user);
+            } else {
+                let sequence = latest.entry(id).or_default();
+                *sequence = (*sequence).max(event.sequence);
+            }
         }
-        if latest.is_empty() {
+        if from_batch.is_empty() && latest.is_empty() {
             return Ok(());
         }
-        let users = load_users(&mut *tx, &latest, None).await?;
+        let mut users = if latest.is_empty() {
+            Vec::new()
+        } else {
+            load_users(&mut *tx, &latest, None).await?
+        };
+        for (id, user) in from_batch {
+            users.push((crate::user_profiles::parse_id(id)?, user));
+        }
         recompute(&mut *tx, &users, self.clock.now()).await
+    }
+
+    /// Personal fields play no part in windows (the streams it folds keep them sealed).
+    fn needs_personal_data(&self) -> bool {
+        false
     }
 
     fn committed(&self, events: &[LogEvent]) {
@@ -314,7 +338,7 @@ impl Projector for BookableWindowsProjector {
         applied: LogPosition,
     ) -> Result<Vec<String>, ProjectionError> {
         let due: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT user_id FROM bookable_windows WHERE refresh_at <= $1 LIMIT $2",
+            "SELECT user_id FROM bookable_windows WHERE refresh_at <= $1 ORDER BY refresh_at LIMIT $2",
         )
         .bind(self.clock.now())
         .bind(MAINTENANCE_CHUNK)
@@ -323,6 +347,9 @@ impl Projector for BookableWindowsProjector {
         if due.is_empty() {
             return Ok(Vec::new());
         }
+        let mut due = due;
+        due.sort_unstable();
+        due.dedup();
         let ids: Vec<String> = due.iter().map(Uuid::to_string).collect();
         let latest: BTreeMap<&str, i64> = ids.iter().map(|id| (id.as_str(), i64::MAX)).collect();
         let users = load_users(&mut *tx, &latest, Some(applied)).await?;
@@ -344,20 +371,15 @@ async fn load_users(
     applied: Option<LogPosition>,
 ) -> Result<Vec<(Uuid, User)>, ProjectionError> {
     let ids: Vec<&str> = latest.keys().copied().collect();
-    let (tx_id, position) = match applied {
-        Some(applied) => (applied.tx_id.to_string(), applied.position),
-        None => (u64::MAX.to_string(), i64::MAX),
-    };
+    // The position filter is applied here, not in SQL: a row comparison in the WHERE clause
+    // tempts the generic plan of this prepared statement onto the commit-order index, a scan
+    // of the whole log, instead of the primary key.
     let rows = sqlx::query(
-        "SELECT aggregate_id, sequence, event_type, payload FROM events \
-         WHERE aggregate_type = $1 AND aggregate_id = ANY($2) \
-           AND (tx_id, global_position) <= ($3::text::xid8, $4) \
-         ORDER BY aggregate_id, sequence",
+        "SELECT aggregate_id, sequence, event_type, payload, tx_id::text AS tx_id_text, global_position \
+         FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence",
     )
     .bind(User::TYPE)
     .bind(&ids)
-    .bind(tx_id)
-    .bind(position)
     .fetch_all(&mut *tx)
     .await?;
     let mut users: Vec<(Uuid, User)> = Vec::with_capacity(ids.len());
@@ -369,6 +391,15 @@ async fn load_users(
             .is_some_and(|last| sequence > *last)
         {
             continue;
+        }
+        if let Some(applied) = applied {
+            let at = LogPosition {
+                tx_id: crate::log::parse_xid(&row.try_get::<String, _>("tx_id_text")?),
+                position: row.try_get("global_position")?,
+            };
+            if at > applied {
+                continue;
+            }
         }
         let event_type: String = row.try_get("event_type")?;
         let event: UserEvent =

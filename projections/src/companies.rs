@@ -129,6 +129,11 @@ impl Projector for CompaniesProjector {
     fn committed(&self, events: &[LogEvent]) {
         self.keys.invalidate(changed_keys(events));
     }
+
+    /// Company events hold no personal fields; the users' events it skips need no opening.
+    fn needs_personal_data(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -232,7 +232,9 @@ async fn replay_batch(
     let Some(last) = events.last().map(|e| e.log_position()) else {
         return Ok(0);
     };
-    log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
+    if projectors.iter().any(|p| p.needs_personal_data()) {
+        log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
+    }
     for projector in projectors {
         projector
             .apply(&mut *tx, &events)

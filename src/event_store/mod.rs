@@ -19,7 +19,6 @@ use cqrs_es::persist::PersistedEventRepository;
 use postgres_es::PostgresEventRepository;
 use projections::keyring::{self, DataKey, Keyring};
 use projections::log::{LogPosition, parse_xid};
-use projections::runtime::EVENTS_CHANNEL;
 use serde_json::Value;
 use sqlx::{Acquire, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -190,7 +189,8 @@ impl EventStore {
         })
     }
 
-    /// Appends `batch` in its own transaction and wakes projectors on commit.
+    /// Appends `batch` in its own transaction. Waking projectors is the caller's part
+    /// (`AppendSignal`), after the commit.
     pub async fn append(&self, batch: &AppendBatch) -> Result<Appended, AppendError> {
         let mut connection = self.pool.acquire().await?;
         let mut tx = connection.begin().await?;
@@ -298,10 +298,6 @@ impl EventStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(EVENTS_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
         let position = inserted.into_iter().max().unwrap_or_default();
         Ok(Appended {
             position,

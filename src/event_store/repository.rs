@@ -18,6 +18,7 @@ use cqrs_es::persist::{
 };
 use projections::keyring;
 use projections::log;
+use projections::runtime::AppendSignal;
 use serde_json::Value;
 
 use super::{AppendBatch, AppendError, EventStore, PendingEvent, StreamAppend};
@@ -206,6 +207,8 @@ impl PersistedEventRepository for EventStore {
             recorded_at: chrono::Utc::now(),
         };
         self.append(&batch).await?;
+        // This path has no runtime at hand: tell every process directly.
+        AppendSignal::direct(self.pool.clone()).appended().await;
         Ok(())
     }
 
