@@ -14,7 +14,7 @@
 //! progress is published, and notifies other processes on `kairos_windows` inside the batch's
 //! transaction, ahead of the checkpoint notification their listener relays.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -312,10 +312,13 @@ impl Projector for BookableWindowsProjector {
         } else {
             load_users(&mut *tx, &latest, None).await?
         };
+        let mut fresh = HashSet::new();
         for (id, user) in from_batch {
-            users.push((crate::user_profiles::parse_id(id)?, user));
+            let user_id = crate::user_profiles::parse_id(id)?;
+            fresh.insert(user_id);
+            users.push((user_id, user));
         }
-        recompute(&mut *tx, &users, self.clock.now()).await
+        recompute(&mut *tx, &users, &fresh, self.clock.now()).await
     }
 
     /// Personal fields play no part in windows (the streams it folds keep them sealed).
@@ -353,7 +356,7 @@ impl Projector for BookableWindowsProjector {
         let ids: Vec<String> = due.iter().map(Uuid::to_string).collect();
         let latest: BTreeMap<&str, i64> = ids.iter().map(|id| (id.as_str(), i64::MAX)).collect();
         let users = load_users(&mut *tx, &latest, Some(applied)).await?;
-        recompute(&mut *tx, &users, self.clock.now()).await?;
+        recompute(&mut *tx, &users, &HashSet::new(), self.clock.now()).await?;
         Ok(ids)
     }
 
@@ -513,13 +516,23 @@ fn rows_for(state: &UserState, now: DateTime<Utc>) -> Vec<WindowRow> {
 async fn recompute(
     tx: &mut PgConnection,
     users: &[(Uuid, User)],
+    fresh: &HashSet<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
+    // A user whose first event is in this batch has no rows yet: nothing to delete. (Most
+    // batches are creations, and the delete's plan is at the mercy of table statistics.)
     let ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
-    sqlx::query("DELETE FROM bookable_windows WHERE user_id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    let existing: Vec<Uuid> = users
+        .iter()
+        .filter(|(id, _)| !fresh.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    if !existing.is_empty() {
+        sqlx::query("DELETE FROM bookable_windows WHERE user_id = ANY($1)")
+            .bind(&existing)
+            .execute(&mut *tx)
+            .await?;
+    }
     let rows: Vec<WindowRow> = users
         .iter()
         .filter_map(|(_, user)| user.state().filter(|state| !state.deleted))
