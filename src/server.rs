@@ -68,6 +68,16 @@ impl Kairos {
         let signal = runtime.signal();
         let (shutdown, stop) = Shutdown::new();
         let handle = runtime.start(stop).await?;
+        // Every user's windows into memory, in the background: queries meanwhile load on use.
+        let (windows, warm_pool) = (caches.windows.clone(), pool.clone());
+        tokio::spawn(async move {
+            match windows.warm(&warm_pool).await {
+                Ok(users) => tracing::info!(users, "bookable windows loaded into memory"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not preload bookable windows; they load on use")
+                }
+            }
+        });
         let store = EventStore::new(pool.clone(), options.keyring);
         let bus = CommandBus::new(
             store,

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aggregates::slots::{self, Availability};
 use aggregates::user::{User, UserEvent, UserState};
@@ -159,57 +159,96 @@ impl UserWindows {
     }
 }
 
+impl UserWindows {
+    /// What a projector just wrote for one user (all of its rows).
+    fn from_written(user_id: Uuid, rows: &[&WindowRow]) -> Option<Self> {
+        let first = rows.first()?;
+        Some(Self {
+            user_id,
+            company_id: first.company_id,
+            user_timezone: first.user_tz,
+            meeting_types: rows
+                .iter()
+                .map(|row| MeetingTypeWindows {
+                    meeting_type_id: row.meeting_type_id,
+                    is_default: row.is_default,
+                    minimum_notice_minutes: u32::try_from(row.minimum_notice_minutes).unwrap_or(0),
+                    horizon_days: u32::try_from(row.horizon_days).unwrap_or(0),
+                    runs: row
+                        .run_starts
+                        .iter()
+                        .zip(&row.run_steps)
+                        .zip(&row.run_counts)
+                        .map(|((start, step), count)| Run {
+                            start: start.timestamp(),
+                            step: u32::try_from(*step).unwrap_or(0),
+                            count: u32::try_from(*count).unwrap_or(0),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
 /// The user's windows from the table; `None` if it has none (unknown, deleted, or no
 /// enabled meeting type).
 pub async fn load_user_windows(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
 ) -> Result<Option<UserWindows>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT meeting_type_id, company_id, is_default, user_timezone, minimum_notice_minutes, horizon_days, \
-                run_starts, run_steps, run_counts \
-         FROM bookable_windows WHERE user_id = $1 ORDER BY meeting_type_id",
-    )
-    .bind(user_id)
-    .fetch_all(db)
-    .await?;
+    let sql = format!(
+        "SELECT {CACHE_COLUMNS} FROM bookable_windows WHERE user_id = $1 ORDER BY meeting_type_id"
+    );
+    let rows = sqlx::query(&sql).bind(user_id).fetch_all(db).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let company_id: Uuid = first.try_get("company_id")?;
-    let zone: String = first.try_get("user_timezone")?;
-    let user_timezone = Tz::from_str(&zone)
-        .map_err(|_| sqlx::Error::Decode(format!("unknown zone {zone}").into()))?;
-    let mut meeting_types = Vec::with_capacity(rows.len());
+    let mut windows = user_from_row(user_id, first)?;
     for row in &rows {
-        let starts: Vec<DateTime<Utc>> = row.try_get("run_starts")?;
-        let steps: Vec<i32> = row.try_get("run_steps")?;
-        let counts: Vec<i32> = row.try_get("run_counts")?;
-        let runs = starts
-            .iter()
-            .zip(steps)
-            .zip(counts)
-            .map(|((start, step), count)| Run {
-                start: start.timestamp(),
-                step: u32::try_from(step).unwrap_or(0),
-                count: u32::try_from(count).unwrap_or(0),
-            })
-            .collect();
-        meeting_types.push(MeetingTypeWindows {
-            meeting_type_id: row.try_get("meeting_type_id")?,
-            is_default: row.try_get("is_default")?,
-            minimum_notice_minutes: u32::try_from(row.try_get::<i32, _>("minimum_notice_minutes")?)
-                .unwrap_or(0),
-            horizon_days: u32::try_from(row.try_get::<i32, _>("horizon_days")?).unwrap_or(0),
-            runs,
-        });
+        windows.meeting_types.push(meeting_type_from_row(row)?);
     }
-    Ok(Some(UserWindows {
+    Ok(Some(windows))
+}
+
+/// The columns the query side keeps in memory.
+const CACHE_COLUMNS: &str = "user_id, meeting_type_id, company_id, is_default, user_timezone, \
+     minimum_notice_minutes, horizon_days, run_starts, run_steps, run_counts";
+
+/// A user's windows without meeting types yet, from any of its rows.
+fn user_from_row(user_id: Uuid, row: &sqlx::postgres::PgRow) -> Result<UserWindows, sqlx::Error> {
+    let zone: String = row.try_get("user_timezone")?;
+    Ok(UserWindows {
         user_id,
-        company_id,
-        user_timezone,
-        meeting_types,
-    }))
+        company_id: row.try_get("company_id")?,
+        user_timezone: Tz::from_str(&zone)
+            .map_err(|_| sqlx::Error::Decode(format!("unknown zone {zone}").into()))?,
+        meeting_types: Vec::new(),
+    })
+}
+
+fn meeting_type_from_row(row: &sqlx::postgres::PgRow) -> Result<MeetingTypeWindows, sqlx::Error> {
+    let starts: Vec<DateTime<Utc>> = row.try_get("run_starts")?;
+    let steps: Vec<i32> = row.try_get("run_steps")?;
+    let counts: Vec<i32> = row.try_get("run_counts")?;
+    let runs = starts
+        .iter()
+        .zip(steps)
+        .zip(counts)
+        .map(|((start, step), count)| Run {
+            start: start.timestamp(),
+            step: u32::try_from(step).unwrap_or(0),
+            count: u32::try_from(count).unwrap_or(0),
+        })
+        .collect();
+    Ok(MeetingTypeWindows {
+        meeting_type_id: row.try_get("meeting_type_id")?,
+        is_default: row.try_get("is_default")?,
+        minimum_notice_minutes: u32::try_from(row.try_get::<i32, _>("minimum_notice_minutes")?)
+            .unwrap_or(0),
+        horizon_days: u32::try_from(row.try_get::<i32, _>("horizon_days")?).unwrap_or(0),
+        runs,
+    })
 }
 
 /// Every user's windows in memory, filled on first use and dropped when they change (see
@@ -238,8 +277,44 @@ impl WindowsCache {
             .await
     }
 
+    /// Stores what the projector just wrote for a user.
+    pub fn put(&self, user_id: Uuid, windows: Arc<UserWindows>) {
+        self.users.put(user_id, windows);
+    }
+
     pub fn invalidate(&self, user_ids: impl IntoIterator<Item = Uuid>) {
         self.users.invalidate(user_ids);
+    }
+
+    /// Loads every user's windows (up to the capacity), so that no query after a restart
+    /// pays a database round trip. Rows changed while this runs are left to be loaded on
+    /// use. Returns how many users it read.
+    pub async fn warm(&self, pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
+        let generations = self.users.generations();
+        let sql = format!(
+            "SELECT {CACHE_COLUMNS} FROM bookable_windows ORDER BY user_id, meeting_type_id"
+        );
+        let mut rows = sqlx::query(&sql).fetch(pool);
+        let mut current: Option<UserWindows> = None;
+        let mut users = 0;
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+            let user_id: Uuid = row.try_get("user_id")?;
+            if current.as_ref().is_none_or(|user| user.user_id != user_id) {
+                if let Some(done) = current.take() {
+                    self.users.fill(done.user_id, Arc::new(done), &generations);
+                    users += 1;
+                }
+                current = Some(user_from_row(user_id, &row)?);
+            }
+            if let Some(user) = current.as_mut() {
+                user.meeting_types.push(meeting_type_from_row(&row)?);
+            }
+        }
+        if let Some(done) = current {
+            self.users.fill(done.user_id, Arc::new(done), &generations);
+            users += 1;
+        }
+        Ok(users)
     }
 
     pub fn clear(&self) {
@@ -264,11 +339,32 @@ impl WindowsCache {
 pub struct BookableWindowsProjector {
     clock: SharedClock,
     cache: Arc<WindowsCache>,
+    /// What the transaction in progress wrote, put into this process's cache once it
+    /// commits (write-through: a reader here never has to load what was just computed).
+    written: Mutex<Vec<(Uuid, Option<Arc<UserWindows>>)>>,
 }
 
 impl BookableWindowsProjector {
     pub fn new(clock: SharedClock, cache: Arc<WindowsCache>) -> Self {
-        Self { clock, cache }
+        Self {
+            clock,
+            cache,
+            written: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn remember(&self, written: Vec<(Uuid, Option<Arc<UserWindows>>)>) {
+        *self.written.lock().expect("written lock") = written;
+    }
+
+    fn publish(&self) {
+        let written = std::mem::take(&mut *self.written.lock().expect("written lock"));
+        for (user_id, windows) in written {
+            match windows {
+                Some(windows) => self.cache.put(user_id, windows),
+                None => self.cache.invalidate([user_id]),
+            }
+        }
     }
 }
 
@@ -304,6 +400,7 @@ impl Projector for BookableWindowsProjector {
                 *sequence = (*sequence).max(event.sequence);
             }
         }
+        self.remember(Vec::new());
         if from_batch.is_empty() && latest.is_empty() {
             return Ok(());
         }
@@ -318,7 +415,9 @@ impl Projector for BookableWindowsProjector {
             fresh.insert(user_id);
             users.push((user_id, user));
         }
-        recompute(&mut *tx, &users, &fresh, self.clock.now()).await
+        let written = recompute(&mut *tx, &users, &fresh, self.clock.now()).await?;
+        self.remember(written);
+        Ok(())
     }
 
     /// Personal fields play no part in windows (the streams it folds keep them sealed).
@@ -326,13 +425,8 @@ impl Projector for BookableWindowsProjector {
         false
     }
 
-    fn committed(&self, events: &[LogEvent]) {
-        self.cache.invalidate(
-            events
-                .iter()
-                .filter(|e| e.aggregate_type == User::TYPE)
-                .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok()),
-        );
+    fn committed(&self, _events: &[LogEvent]) {
+        self.publish();
     }
 
     async fn maintain(
@@ -356,13 +450,13 @@ impl Projector for BookableWindowsProjector {
         let ids: Vec<String> = due.iter().map(Uuid::to_string).collect();
         let latest: BTreeMap<&str, i64> = ids.iter().map(|id| (id.as_str(), i64::MAX)).collect();
         let users = load_users(&mut *tx, &latest, Some(applied)).await?;
-        recompute(&mut *tx, &users, &HashSet::new(), self.clock.now()).await?;
+        let written = recompute(&mut *tx, &users, &HashSet::new(), self.clock.now()).await?;
+        self.remember(written);
         Ok(ids)
     }
 
-    fn maintained(&self, keys: &[String]) {
-        self.cache
-            .invalidate(keys.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+    fn maintained(&self, _keys: &[String]) {
+        self.publish();
     }
 }
 
@@ -436,6 +530,7 @@ struct WindowRow {
     user_id: Uuid,
     company_id: Uuid,
     is_default: bool,
+    user_tz: Tz,
     user_timezone: &'static str,
     availability_timezone: &'static str,
     minimum_notice_minutes: i32,
@@ -486,6 +581,7 @@ fn rows_for(state: &UserState, now: DateTime<Utc>) -> Vec<WindowRow> {
             user_id: state.id,
             company_id: state.company_id,
             is_default: state.default_meeting_type_id == Some(meeting_type.id),
+            user_tz: state.timezone.tz(),
             user_timezone: state.timezone.name(),
             availability_timezone: zone.name(),
             minimum_notice_minutes: i32::try_from(meeting_type.settings.minimum_notice_minutes)
@@ -512,13 +608,14 @@ fn rows_for(state: &UserState, now: DateTime<Utc>) -> Vec<WindowRow> {
 }
 
 /// Replaces the rows of `users` with what their state gives at `now`, and tells other
-/// processes which users changed.
+/// processes which users changed. Returns each user's new windows (`None`: it has none), for
+/// this process's cache once the transaction commits.
 async fn recompute(
     tx: &mut PgConnection,
     users: &[(Uuid, User)],
     fresh: &HashSet<Uuid>,
     now: DateTime<Utc>,
-) -> Result<(), ProjectionError> {
+) -> Result<Vec<(Uuid, Option<Arc<UserWindows>>)>, ProjectionError> {
     // A user whose first event is in this batch has no rows yet: nothing to delete. (Most
     // batches are creations, and the delete's plan is at the mercy of table statistics.)
     let ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
@@ -575,7 +672,17 @@ async fn recompute(
             .execute(&mut *tx)
             .await?;
     }
-    Ok(())
+    let written = users
+        .iter()
+        .map(|(user_id, _)| {
+            let mine: Vec<&WindowRow> = rows.iter().filter(|row| row.user_id == *user_id).collect();
+            (
+                *user_id,
+                UserWindows::from_written(*user_id, &mine).map(Arc::new),
+            )
+        })
+        .collect();
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -47,13 +47,17 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> &RwLock<Shard<K, V>> {
+    fn shard_index(&self, key: &K) -> usize {
         use std::hash::{BuildHasher, RandomState};
-        thread_local! {
-            static HASHER: RandomState = RandomState::new();
-        }
-        let hash = HASHER.with(|state| state.hash_one(key));
-        &self.shards[(hash as usize) % SHARDS]
+        use std::sync::OnceLock;
+        // One hasher for every thread: a key must map to the same shard everywhere.
+        static HASHER: OnceLock<RandomState> = OnceLock::new();
+        let hash = HASHER.get_or_init(RandomState::new).hash_one(key);
+        (hash as usize) % SHARDS
+    }
+
+    fn shard(&self, key: &K) -> &RwLock<Shard<K, V>> {
+        &self.shards[self.shard_index(key)]
     }
 
     /// The cached value, or `load`'s (stored unless invalidated meanwhile). `load` returning
@@ -83,6 +87,40 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
             }
         }
         Ok(loaded)
+    }
+
+    /// Stores a value known to be current (a projector's own write, after its commit).
+    pub fn put(&self, key: K, value: V) {
+        let mut shard = self.shard(&key).write().expect("cache lock");
+        shard.generation += 1;
+        if shard.entries.len() >= self.capacity_per_shard
+            && !shard.entries.contains_key(&key)
+            && let Some(victim) = shard.entries.keys().next().cloned()
+        {
+            shard.entries.remove(&victim);
+        }
+        shard.entries.insert(key, value);
+    }
+
+    /// Every shard's generation, to pass to [`Self::fill`] later.
+    pub fn generations(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| s.read().expect("cache lock").generation)
+            .collect()
+    }
+
+    /// Stores `value` read from the table after `generations` were taken, unless its shard
+    /// changed since (warming a cache in bulk) or the key is already cached (a newer write).
+    pub fn fill(&self, key: K, value: V, generations: &[u64]) {
+        let index = self.shard_index(&key);
+        let mut shard = self.shards[index].write().expect("cache lock");
+        if generations.get(index) == Some(&shard.generation)
+            && !shard.entries.contains_key(&key)
+            && shard.entries.len() < self.capacity_per_shard
+        {
+            shard.entries.insert(key, value);
+        }
     }
 
     pub fn invalidate(&self, keys: impl IntoIterator<Item = K>) {
@@ -187,6 +225,43 @@ mod tests {
                 .unwrap();
         }
         assert!(cache.len() <= 32, "{}", cache.len());
+    }
+
+    #[test]
+    fn a_key_lives_in_the_same_shard_on_every_thread() {
+        let cache: Arc<InvalidatingCache<u32, u32>> = Arc::new(InvalidatingCache::new(1000));
+        for key in 0..200 {
+            cache.put(key, key);
+        }
+        // Invalidate from other threads: every entry must go, wherever it was stored.
+        let handles: Vec<_> = (0..4)
+            .map(|part| {
+                let cache = cache.clone();
+                std::thread::spawn(move || cache.invalidate((0..200).filter(|k| k % 4 == part)))
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        assert!(cache.is_empty(), "{} entries survived", cache.len());
+    }
+
+    #[test]
+    fn a_bulk_fill_does_not_overwrite_a_newer_value_or_outlive_an_invalidation() {
+        let cache: InvalidatingCache<u32, &str> = InvalidatingCache::new(100);
+        let generations = cache.generations();
+        cache.put(1, "written by the projector");
+        cache.invalidate([2]);
+        cache.fill(1, "read before the write", &generations);
+        cache.fill(2, "read before the invalidation", &generations);
+        cache.fill(3, "untouched", &cache.generations());
+        let get = |key| {
+            futures::executor::block_on(cache.get_or_load(key, async { Ok::<_, ()>(None) }))
+                .unwrap()
+        };
+        assert_eq!(get(1), Some("written by the projector"));
+        assert_eq!(get(2), None);
+        assert_eq!(get(3), Some("untouched"));
     }
 
     #[tokio::test]

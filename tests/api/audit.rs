@@ -332,7 +332,7 @@ async fn a_deleted_users_personal_data_is_erased_everywhere_yet_the_log_verifies
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_while_serving_never_shows_readers_an_error_or_a_gap_and_ends_identical() {
     let app = Arc::new(spawn_app().await);
     let mut users = Vec::new();

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::helpers::{AppOptions, spawn_app, spawn_app_with, user_body};
 
-#[tokio::test]
+// Multi-threaded: revocation must reach the in-memory keys whatever thread serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_authentication_error_has_its_status_and_message() {
     let app = spawn_app().await;
     let key = app.company.api_key.clone();

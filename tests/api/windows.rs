@@ -552,7 +552,9 @@ async fn rows(app: &TestApp) -> Vec<Value> {
         .unwrap()
 }
 
-#[tokio::test]
+// Multi-threaded on purpose: projector tasks and handlers then run on different threads, as
+// in the server, so the in-memory windows must be invalidated across threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timezone_change_moves_following_availabilities_and_not_those_with_their_own_zone() {
     let app = app_at_fixed_now().await;
     let follows = user_id(
