@@ -71,6 +71,13 @@ create_users() { # count, first index, output file, body template
 DEFAULT_USER='{"email":"user{n}@bench.example.com","givenName":"Bench","familyName":"User {n}","timezone":"Europe/Berlin"}'
 CUSTOM_USER='{"email":"custom{n}@bench.example.com","givenName":"Custom","familyName":"User {n}","timezone":"America/New_York","availability":{"timezone":"America/New_York","schedule":[{"dayOfWeek":"monday","intervals":[{"from":"08:00","to":"12:00"},{"from":"13:00","to":"18:00"}]},{"dayOfWeek":"wednesday","intervals":[{"from":"10:00","to":"16:00"}]},{"dayOfWeek":"friday","intervals":[{"from":"09:00","to":"13:00"}]},{"dayOfWeek":"saturday","intervals":[{"from":"22:00","to":"24:00"}]},{"dayOfWeek":"sunday","intervals":[{"from":"00:00","to":"02:00"}]}]},"meetingType":{"name":"Discovery Call","duration":45,"slotInterval":15,"bufferAfter":10,"horizonDays":90}}'
 
+# Steady state before measuring: the projectors have caught up and autovacuum's work on the
+# freshly loaded tables is done, so it does not share the two cores with the measurement.
+settle() {
+  wait_for_projectors
+  psql_bench -c "VACUUM ANALYZE" >/dev/null
+}
+
 wait_for_projectors() {
   for _ in $(seq 1 1200); do
     local lag
@@ -98,7 +105,7 @@ windows_load() { # urls file, output, [header]
 say "creating the first $FIRST users through POST /v4/user (32 clients)"
 create_users $((FIRST * 9 / 10)) 1 "$RUN/create_first.json" "$DEFAULT_USER"
 create_users $((FIRST / 10)) 1 "$RUN/create_first_custom.json" "$CUSTOM_USER"
-wait_for_projectors
+settle
 urls_for kairos "$RUN/urls_1k.txt"
 say "windows at $FIRST users (64 connections, ${SECONDS_PER_LOAD} s)"
 windows_load "$RUN/urls_1k.txt" "$RUN/windows_kairos_1k.json" "$AUTH"
@@ -111,11 +118,12 @@ if [ "$REST" -gt 0 ]; then
 else
   cp "$RUN/create_first.json" "$RUN/create_kairos.json"
 fi
-wait_for_projectors
+settle
 
 say "windows at $USERS users: Kairos, framework ceiling, database floor"
 urls_for kairos "$RUN/urls.txt"
 urls_for sql "$RUN/urls_sql.txt"
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^kairos_windows_cached_users' >"$RUN/cache_before_windows.txt" || true
 windows_load "$RUN/urls.txt" "$RUN/windows_kairos.json" "$AUTH"
 # The ceiling answers a body of the same size as a typical Kairos answer.
 curl -sf -H "$AUTH" "$(sed -n 1p "$RUN/urls.txt")" >"$RUN/static_body.json"

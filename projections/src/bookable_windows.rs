@@ -277,6 +277,11 @@ impl WindowsCache {
             .await
     }
 
+    /// The payload telling other processes to drop these users.
+    pub fn notice(&self, user_ids: &[Uuid]) -> String {
+        self.users.notice(user_ids)
+    }
+
     /// Stores what the projector just wrote for a user.
     pub fn put(&self, user_id: Uuid, windows: Arc<UserWindows>) {
         self.users.put(user_id, windows);
@@ -415,7 +420,7 @@ impl Projector for BookableWindowsProjector {
             fresh.insert(user_id);
             users.push((user_id, user));
         }
-        let written = recompute(&mut *tx, &users, &fresh, self.clock.now()).await?;
+        let written = recompute(&mut *tx, &self.cache, &users, &fresh, self.clock.now()).await?;
         self.remember(written);
         Ok(())
     }
@@ -450,7 +455,14 @@ impl Projector for BookableWindowsProjector {
         let ids: Vec<String> = due.iter().map(Uuid::to_string).collect();
         let latest: BTreeMap<&str, i64> = ids.iter().map(|id| (id.as_str(), i64::MAX)).collect();
         let users = load_users(&mut *tx, &latest, Some(applied)).await?;
-        let written = recompute(&mut *tx, &users, &HashSet::new(), self.clock.now()).await?;
+        let written = recompute(
+            &mut *tx,
+            &self.cache,
+            &users,
+            &HashSet::new(),
+            self.clock.now(),
+        )
+        .await?;
         self.remember(written);
         Ok(ids)
     }
@@ -612,6 +624,7 @@ fn rows_for(state: &UserState, now: DateTime<Utc>) -> Vec<WindowRow> {
 /// this process's cache once the transaction commits.
 async fn recompute(
     tx: &mut PgConnection,
+    cache: &WindowsCache,
     users: &[(Uuid, User)],
     fresh: &HashSet<Uuid>,
     now: DateTime<Utc>,
@@ -661,11 +674,7 @@ async fn recompute(
         insert.build().execute(&mut *tx).await?;
     }
     for chunk in ids.chunks(IDS_PER_NOTICE) {
-        let payload = chunk
-            .iter()
-            .map(Uuid::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let payload = cache.notice(chunk);
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(payload)

@@ -25,6 +25,10 @@ const SHARDS: usize = 32;
 pub struct InvalidatingCache<K, V> {
     shards: Vec<RwLock<Shard<K, V>>>,
     capacity_per_shard: usize,
+    /// Names this process in the notices it sends, so that its own listener skips them: the
+    /// writer here already updated or dropped those keys, and dropping a key it just wrote
+    /// through would only force a reload.
+    origin: String,
 }
 
 struct Shard<K, V> {
@@ -44,7 +48,15 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
                 })
                 .collect(),
             capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
+            origin: format!("{:016x}", rand::random::<u64>()),
         }
+    }
+
+    /// The payload telling other processes to drop `keys` (at most a few hundred: a
+    /// notification is capped at 8000 bytes).
+    pub fn notice<T: std::fmt::Display>(&self, keys: impl IntoIterator<Item = T>) -> String {
+        let keys: Vec<String> = keys.into_iter().map(|key| key.to_string()).collect();
+        format!("{} {}", self.origin, keys.join(","))
     }
 
     fn shard_index(&self, key: &K) -> usize {
@@ -170,8 +182,11 @@ where
             on_notice: Arc::new(move |payload: &str| {
                 if payload == "*" {
                     on_notice.clear();
-                } else {
-                    on_notice.invalidate(payload.split(',').filter_map(parse));
+                    return;
+                }
+                let (origin, keys) = payload.split_once(' ').unwrap_or(("", payload));
+                if origin != on_notice.origin {
+                    on_notice.invalidate(keys.split(',').filter_map(parse));
                 }
             }),
             on_gap: Arc::new(move || on_gap.clear()),
@@ -274,7 +289,9 @@ mod tests {
                 .unwrap();
         }
         let subscription = cache.subscription("test", |s| s.parse().ok());
-        (subscription.on_notice)("1,2");
+        (subscription.on_notice)(&cache.notice([1, 2]));
+        assert_eq!(cache.len(), 3, "a process ignores its own notices");
+        (subscription.on_notice)("another-process 1,2");
         assert_eq!(cache.len(), 1);
         (subscription.on_notice)("*");
         assert!(cache.is_empty());

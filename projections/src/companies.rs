@@ -112,11 +112,7 @@ impl Projector for CompaniesProjector {
         }
         let keys = changed_keys(events);
         for chunk in keys.chunks(150) {
-            let payload = chunk
-                .iter()
-                .map(Uuid::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let payload = self.keys.notice(chunk);
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(KEYS_CHANNEL)
                 .bind(payload)
@@ -206,6 +202,11 @@ impl ApiKeyCache {
                 Ok(find_api_key(db, key_id).await?.map(Arc::new))
             })
             .await
+    }
+
+    /// The payload telling other processes to drop these keys.
+    pub fn notice(&self, key_ids: &[Uuid]) -> String {
+        self.keys.notice(key_ids)
     }
 
     pub fn invalidate(&self, key_ids: impl IntoIterator<Item = Uuid>) {

@@ -477,6 +477,9 @@ async fn listen(
                 },
                 // The connection was lost and re-established: anything may have been missed.
                 Ok(None) => {
+                    tracing::warn!(
+                        "log notifications were interrupted; in-memory read models start over"
+                    );
                     for subscription in &subscriptions {
                         (subscription.on_gap)();
                     }

@@ -76,6 +76,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     projector_lag: Family<ProjectorLabels, Gauge>,
     projector_failing: Family<ProjectorLabels, Gauge>,
+    windows_cached: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -90,6 +91,7 @@ impl Default for Metrics {
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let projector_lag = Family::<ProjectorLabels, Gauge>::default();
         let projector_failing = Family::<ProjectorLabels, Gauge>::default();
+        let windows_cached = Gauge::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -102,6 +104,11 @@ impl Default for Metrics {
             projector_lag.clone(),
         );
         registry.register(
+            "windows_cached_users",
+            "Users whose bookable windows this process holds in memory",
+            windows_cached.clone(),
+        );
+        registry.register(
             "projector_failing",
             "1 while a projector's batches fail",
             projector_failing.clone(),
@@ -112,6 +119,7 @@ impl Default for Metrics {
             latency,
             projector_lag,
             projector_failing,
+            windows_cached,
         }
     }
 }
@@ -153,6 +161,10 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
             .get_or_create(&labels)
             .set(i64::from(projector.state == "failing"));
     }
+    state
+        .metrics
+        .windows_cached
+        .set(i64::try_from(state.caches.windows.len()).unwrap_or(i64::MAX));
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry)
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
