@@ -65,12 +65,14 @@ impl Kairos {
             runtime.subscribe(subscription);
         }
         let progress = runtime.progress();
+        let mut listening = runtime.listening();
         let signal = runtime.signal();
         let (shutdown, stop) = Shutdown::new();
         let handle = runtime.start(stop).await?;
         // Every user's windows into memory, in the background: queries meanwhile load on use.
         let (windows, warm_pool) = (caches.windows.clone(), pool.clone());
         tokio::spawn(async move {
+            let _ = listening.wait_for(|up| *up).await;
             match windows.warm(&warm_pool).await {
                 Ok(users) => tracing::info!(users, "bookable windows loaded into memory"),
                 Err(error) => {

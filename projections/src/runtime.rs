@@ -322,6 +322,7 @@ pub struct Runtime {
     relay: Arc<Notify>,
     config: RuntimeConfig,
     subscriptions: Vec<Subscription>,
+    listening: watch::Sender<bool>,
 }
 
 /// Handle to a started runtime: its tasks stop when the shutdown given to `start` fires.
@@ -356,6 +357,7 @@ impl Runtime {
             relay: Arc::new(Notify::new()),
             config,
             subscriptions: Vec::new(),
+            listening: watch::channel(false).0,
         }
     }
 
@@ -368,6 +370,13 @@ impl Runtime {
 
     pub fn progress(&self) -> Progress {
         self.progress.clone()
+    }
+
+    /// Becomes `true` once the listener follows every subscribed channel (after it dropped
+    /// whatever the caches held): filling a cache in bulk must wait for it, or a change made
+    /// elsewhere before the listener was up could linger.
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.listening.subscribe()
     }
 
     /// What this process's appends call: wakes local leaders at once and relays a NOTIFY to
@@ -390,6 +399,7 @@ impl Runtime {
             self.wake.clone(),
             self.progress.clone(),
             self.subscriptions.clone(),
+            self.listening.clone(),
             shutdown.clone(),
         ))];
         tasks.push(tokio::spawn(relay_appends(
@@ -427,6 +437,7 @@ async fn listen(
     wake: Arc<Notify>,
     progress: Progress,
     subscriptions: Vec<Subscription>,
+    listening: watch::Sender<bool>,
     mut shutdown: Shutdown,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -453,6 +464,7 @@ async fn listen(
         for subscription in &subscriptions {
             (subscription.on_gap)();
         }
+        let _ = listening.send(true);
         backoff = Duration::from_millis(100);
         loop {
             let notification = tokio::select! {
