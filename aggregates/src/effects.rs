@@ -108,6 +108,90 @@ pub fn event_from_payload<E: serde::de::DeserializeOwned>(
     serde_json::from_value(serde_json::Value::Object(wrapper))
 }
 
+/// [`event_from_payload`] reading the payload in place: projectors decode every event of a
+/// batch, and copying each payload to wrap it cost more than the decoding itself.
+pub fn event_from_payload_ref<E: serde::de::DeserializeOwned>(
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<E, serde_json::Error> {
+    E::deserialize(Tagged {
+        variant: event_type,
+        content: payload,
+    })
+}
+
+/// An externally tagged enum value, `{variant: content}`, without the map around it.
+struct Tagged<'a> {
+    variant: &'a str,
+    content: &'a serde_json::Value,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::EnumAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+    type Variant = Content<'de>;
+
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Self::Error> {
+        let variant = seed.deserialize(serde::de::value::BorrowedStrDeserializer::<
+            serde_json::Error,
+        >::new(self.variant))?;
+        Ok((variant, Content(self.content)))
+    }
+}
+
+/// The content of a [`Tagged`] variant.
+struct Content<'a>(&'a serde_json::Value);
+
+impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(self.0, visitor)
+    }
+
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_map(self.0, visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +209,12 @@ mod tests {
             serde_json::json!({"keyId": "00000000-0000-0000-0000-000000000007",
                                "revokedAt": "2026-01-01T00:00:00Z"})
         );
+        let by_ref: CompanyEvent = event_from_payload_ref("ApiKeyRevoked", &payload).unwrap();
+        assert_eq!(by_ref, event);
         let back: CompanyEvent = event_from_payload("ApiKeyRevoked", payload).unwrap();
         assert_eq!(back, event);
+        let unknown: Result<CompanyEvent, _> =
+            event_from_payload_ref("NoSuchEvent", &serde_json::json!({}));
+        assert!(unknown.is_err());
     }
 }

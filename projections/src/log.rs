@@ -78,7 +78,7 @@ impl LogEvent {
 
     /// The event as its aggregate's event type.
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E, LogError> {
-        aggregates::effects::event_from_payload(&self.event_type, self.payload.clone()).map_err(
+        aggregates::effects::event_from_payload_ref(&self.event_type, &self.payload).map_err(
             |source| LogError::Decode {
                 position: self.position,
                 event_type: self.event_type.clone(),
