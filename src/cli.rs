@@ -347,7 +347,7 @@ async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
 
 async fn rebuild(config: &Config, name: Option<&str>, all: bool, json: bool) -> anyhow::Result<()> {
     let keyring = config.keyring()?;
-    let owner = db::owner_pool(&config.database_url, 2)
+    let owner = db::owner_pool(&config.database_url, 6)
         .await
         .context("connecting to DATABASE_URL")?;
     // This process serves nothing: the cache the windows projector would invalidate is its own.

@@ -5,7 +5,10 @@
 //!    (`LIKE … INCLUDING ALL`: the migrations stay the only definition of a table).
 //! 2. The projectors replay the log into them in batches, reading it once for all of them,
 //!    with `search_path = kairos_rebuild, public` so their unqualified SQL writes the shadows
-//!    while `events` and `data_keys` still resolve to the real ones.
+//!    while `events` and `data_keys` still resolve to the real ones. Measured on 2 cores, the
+//!    work overlaps: the next batch is read while this one is applied, and each projector
+//!    applies it on a connection of its own (25k → 36k events/s). Reading the log once per
+//!    projector instead was slower (19k).
 //! 3. One transaction locks the projectors' checkpoint rows (the live leaders pause after
 //!    their current batch), applies what was appended meanwhile, moves the live tables out
 //!    to `kairos_retired` and the shadows into `public`, sets the checkpoints to the
@@ -22,9 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{Acquire, Executor, PgConnection, PgPool, Row};
+use tokio::task::JoinSet;
 
 use crate::keyring::Keyring;
-use crate::log::{self, LogError, LogPosition};
+use crate::log::{self, LogError, LogEvent, LogPosition};
 use crate::runtime::{ADVISORY_LOCK_CLASS, ProjectionError, Projector, ensure_checkpoint};
 
 const SHADOW_SCHEMA: &str = "kairos_rebuild";
@@ -133,24 +137,51 @@ pub async fn rebuild(
         let mut shadow = LogPosition::START;
         let mut events = 0u64;
         // Replay while the log grows; the swap applies the last few batches under its locks.
-        loop {
-            let mut tx = connection.begin().await?;
-            tx.execute(format!("SET LOCAL search_path = {SHADOW_SCHEMA}, public").as_str())
-                .await?;
-            let applied = replay_batch(
-                &mut tx,
-                keyring,
-                projectors,
-                &mut shadow,
-                options.batch_size,
-            )
-            .await?;
-            tx.commit().await?;
-            events += applied;
-            progress.advanced(applied);
-            if applied < options.batch_size as u64 {
+        // The next batch is read and decoded on a second connection while this one is
+        // applied, so the database's work and ours overlap instead of taking turns.
+        let personal = projectors.iter().any(|p| p.needs_personal_data());
+        let mut prefetch = JoinSet::new();
+        prefetch.spawn(fetch_batch(
+            owner.clone(),
+            keyring.clone(),
+            shadow,
+            options.batch_size,
+            personal,
+        ));
+        while let Some(fetched) = prefetch.join_next().await {
+            let batch = fetched.map_err(|e| {
+                RebuildError::Replay(ProjectionError::Invalid(format!("reading the log: {e}")))
+            })??;
+            let Some(last) = batch.last().map(|e| e.log_position()) else {
                 break;
+            };
+            let full = batch.len() as i64 >= options.batch_size;
+            if full {
+                prefetch.spawn(fetch_batch(
+                    owner.clone(),
+                    keyring.clone(),
+                    last,
+                    options.batch_size,
+                    personal,
+                ));
             }
+            let batch = Arc::new(batch);
+            let mut applying = JoinSet::new();
+            for projector in projectors {
+                applying.spawn(apply_in_shadow(
+                    owner.clone(),
+                    projector.clone(),
+                    batch.clone(),
+                ));
+            }
+            while let Some(applied) = applying.join_next().await {
+                applied.map_err(|e| {
+                    RebuildError::Replay(ProjectionError::Invalid(format!("replaying: {e}")))
+                })??;
+            }
+            shadow = last;
+            events += batch.len() as u64;
+            progress.advanced(batch.len() as u64);
         }
         progress.swapping();
         let swapped = swap(
@@ -220,7 +251,24 @@ async fn create_shadows(connection: &mut PgConnection, tables: &[&str]) -> Resul
     Ok(())
 }
 
-/// Applies one batch after `shadow` to every projector; returns how many events it held.
+/// Reads the batch after `after` on a connection of its own, personal fields opened.
+async fn fetch_batch(
+    owner: PgPool,
+    keyring: Keyring,
+    after: LogPosition,
+    batch_size: i64,
+    personal: bool,
+) -> Result<Vec<LogEvent>, RebuildError> {
+    let mut connection = owner.acquire().await?;
+    let mut events = log::read_after(&mut connection, after, batch_size).await?;
+    if personal {
+        log::open_personal_fields(&mut connection, &keyring, &mut events).await?;
+    }
+    Ok(events)
+}
+
+/// Applies one batch after `shadow` to every projector, reading it inside `tx`; returns how
+/// many events it held.
 async fn replay_batch(
     tx: &mut PgConnection,
     keyring: &Keyring,
@@ -235,14 +283,42 @@ async fn replay_batch(
     if projectors.iter().any(|p| p.needs_personal_data()) {
         log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
     }
+    apply_batch(tx, projectors, &events).await?;
+    *shadow = last;
+    Ok(events.len() as u64)
+}
+
+/// Applies `events` to one projector's shadow tables on a connection of its own, so the
+/// projectors of a batch run side by side.
+async fn apply_in_shadow(
+    owner: PgPool,
+    projector: Arc<dyn Projector>,
+    events: Arc<Vec<LogEvent>>,
+) -> Result<(), RebuildError> {
+    let mut connection = owner.acquire().await?;
+    let mut tx = connection.begin().await?;
+    tx.execute(format!("SET LOCAL search_path = {SHADOW_SCHEMA}, public").as_str())
+        .await?;
+    projector
+        .apply(&mut tx, &events)
+        .await
+        .map_err(RebuildError::Replay)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply_batch(
+    tx: &mut PgConnection,
+    projectors: &[Arc<dyn Projector>],
+    events: &[LogEvent],
+) -> Result<(), RebuildError> {
     for projector in projectors {
         projector
-            .apply(&mut *tx, &events)
+            .apply(&mut *tx, events)
             .await
             .map_err(RebuildError::Replay)?;
     }
-    *shadow = last;
-    Ok(events.len() as u64)
+    Ok(())
 }
 
 /// The swap transaction, retried while readers hold the tables.
