@@ -243,6 +243,7 @@ pub struct TestApp {
     pub owner: PgPool,
     /// A company with a valid key, created through the CLI's code path.
     pub company: CreatedCompany,
+    rate_limit_per_minute: u32,
 }
 
 /// How a test app differs from the default (rate limiting off, the clock at the real now).
@@ -262,19 +263,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
     let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
-    let kairos = Kairos::start(Options {
-        database_url: db.url.clone(),
-        keyring: keyring.clone(),
-        clock: Arc::new(clock.clone()),
-        public_url: "http://localhost:8080".into(),
-        pool_size: 20,
-        rate_limit_per_minute: options.rate_limit_per_minute,
-        read_your_writes_timeout: Duration::from_secs(10),
-        runtime: fast_runtime(),
-        windows_cache_users: 10_000,
-    })
-    .await
-    .expect("start kairos");
+    let kairos = start_kairos(&db, &keyring, &clock, options.rate_limit_per_minute).await;
     let company = provisioning::create_company(
         &kairos.state.bus,
         NewCompany {
@@ -299,7 +288,29 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         master_key,
         owner,
         company,
+        rate_limit_per_minute: options.rate_limit_per_minute,
     }
+}
+
+async fn start_kairos(
+    db: &TestDb,
+    keyring: &Keyring,
+    clock: &ManualClock,
+    rate_limit_per_minute: u32,
+) -> Kairos {
+    Kairos::start(Options {
+        database_url: db.url.clone(),
+        keyring: keyring.clone(),
+        clock: Arc::new(clock.clone()),
+        public_url: "http://localhost:8080".into(),
+        pool_size: 20,
+        rate_limit_per_minute,
+        read_your_writes_timeout: Duration::from_secs(10),
+        runtime: fast_runtime(),
+        windows_cache_users: 10_000,
+    })
+    .await
+    .expect("start kairos")
 }
 
 impl TestApp {
@@ -332,6 +343,32 @@ impl TestApp {
 
     pub fn method(&self, method: Method, path: &str) -> Call<'_> {
         self.call(method, path)
+    }
+
+    /// A second Kairos server process on the same database (its own pools, projector
+    /// runtime, listener and caches), as behind a load balancer; calls go to its router.
+    pub async fn another_process(&self) -> TestApp {
+        let kairos = start_kairos(
+            &self.db,
+            &self.keyring,
+            &self.clock,
+            self.rate_limit_per_minute,
+        )
+        .await;
+        TestApp {
+            router: kairos.router(),
+            pool: kairos.state.pool.clone(),
+            db: TestDb {
+                url: self.db.url.clone(),
+            },
+            kairos: Some(kairos),
+            clock: self.clock.clone(),
+            keyring: self.keyring.clone(),
+            master_key: self.master_key.clone(),
+            owner: self.owner.clone(),
+            company: self.company.clone(),
+            rate_limit_per_minute: self.rate_limit_per_minute,
+        }
     }
 
     pub fn clock_now(&self) -> chrono::DateTime<Utc> {

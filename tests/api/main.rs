@@ -6,6 +6,7 @@ mod cli;
 mod event_store;
 mod helpers;
 mod http;
+mod processes;
 mod projectors;
 mod users;
 mod windows;
