@@ -31,7 +31,7 @@ impl<T> Raw<T> {
                 None
             }
             Raw::Invalid(reason) => {
-                errors.push(field, reason);
+                errors.push(field, format!("{field} {reason}"));
                 None
             }
         }
@@ -43,7 +43,7 @@ impl<T> Raw<T> {
             Raw::Given(value) => Some(value),
             Raw::Missing | Raw::Null => None,
             Raw::Invalid(reason) => {
-                errors.push(field, reason);
+                errors.push(field, format!("{field} {reason}"));
                 None
             }
         }
@@ -84,18 +84,43 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Raw<T> {
     }
 }
 
-/// Turns serde's "invalid type: integer `5`, expected a string" into "must be a string, not a
-/// number"; other messages (unknown enum variant, out of range) are kept as serde wrote them.
+/// Turns serde's messages into the client's terms: "invalid type: integer `5`, expected a
+/// string" becomes "must be a string, not a number". Every result starts with "must", so
+/// the caller can put the field's name in front; no Rust type name reaches the client.
 fn explain_type_error(serde_message: &str, found: &str) -> String {
-    match serde_message.split_once("expected ") {
+    if let Some(rest) = serde_message.strip_prefix("unknown variant ")
+        && let Some((_, expected)) = rest.split_once("expected ")
+    {
+        let choices = expected
+            .trim_start_matches("one of ")
+            .replace('`', "")
+            .replace(" or ", ", ");
+        return format!("must be one of {}", choices.trim_end_matches('.'));
+    }
+    match serde_message.split_once(", expected ") {
         Some((head, expected)) if head.starts_with("invalid type") => {
-            let expected = match expected.trim_end_matches('.') {
-                "i64" | "u32" | "u64" | "i32" => "an integer",
-                other => other,
-            };
-            format!("must be {expected}, not {found}")
+            format!("must be {}, not {found}", describe_expected(expected))
         }
-        _ => serde_message.to_string(),
+        Some((head, expected)) if head.starts_with("invalid value") => {
+            format!("must be {}", describe_expected(expected))
+        }
+        _ => "must be a valid value".to_string(),
+    }
+}
+
+/// What serde expected, said in JSON's words.
+fn describe_expected(expected: &str) -> &str {
+    match expected.trim_end_matches('.') {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
+        "f32" | "f64" => "a number",
+        "a borrowed string" | "a string" => "a string",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        other if other.starts_with("struct ") || other.starts_with("a map") => "an object",
+        other if other.starts_with("enum ") || other.starts_with("tuple") => "a valid value",
+        // Our own `expecting` sentences (`a time HH:MM`) are already for people.
+        other => other,
     }
 }
 
@@ -209,9 +234,61 @@ mod tests {
         assert_eq!(body.count.required("count", &mut errors), None);
         let fields: Vec<_> = errors.as_slice().iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "count"]);
+        let messages: Vec<_> = errors
+            .as_slice()
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect();
         assert_eq!(
-            errors.as_slice()[0].message,
-            "must be a string, not a number"
+            messages,
+            [
+                "name must be a string, not a number",
+                "count must be a non-negative integer, not a string"
+            ]
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: u8,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Color {
+        Red,
+        Green,
+    }
+
+    fn message_for<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> String {
+        let mut errors = FieldErrors::new();
+        let raw: Raw<T> = serde_json::from_value(json).unwrap();
+        raw.required("field", &mut errors);
+        errors.as_slice()[0].message.clone()
+    }
+
+    #[test]
+    fn type_errors_speak_json_and_never_name_a_rust_type() {
+        assert_eq!(
+            message_for::<Inner>(serde_json::json!("x")),
+            "field must be an object, not a string"
+        );
+        assert_eq!(
+            message_for::<Vec<u8>>(serde_json::json!({})),
+            "field must be an array, not an object"
+        );
+        assert_eq!(
+            message_for::<u32>(serde_json::json!(-5)),
+            "field must be a non-negative integer"
+        );
+        assert_eq!(
+            message_for::<Color>(serde_json::json!("blue")),
+            "field must be one of red, green"
+        );
+        assert_eq!(
+            message_for::<bool>(serde_json::json!(1.5)),
+            "field must be a boolean, not a number"
         );
     }
 

@@ -254,6 +254,9 @@ mod tests {
     #[test]
     fn a_fractional_duration_is_a_type_error() {
         let errors = parse(json!({"name": "x", "duration": 30.5})).unwrap_err();
-        assert_eq!(errors, ["duration: must be an integer, not a number"]);
+        assert_eq!(
+            errors,
+            ["duration: duration must be an integer, not a number"]
+        );
     }
 }

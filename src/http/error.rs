@@ -104,7 +104,16 @@ impl ApiError {
             ApiError::Validation(errors) => {
                 let message = match errors.as_slice() {
                     [only] => only.message.clone(),
-                    _ => format!("Validation failed: {} fields are invalid", errors.len()),
+                    // Name every bad field in the sentence too; `errors` says what is wrong.
+                    _ => format!(
+                        "{} fields are invalid: {}",
+                        errors.len(),
+                        errors
+                            .iter()
+                            .map(|e| e.field.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 };
                 (message, Some(field_bodies(errors)))
             }

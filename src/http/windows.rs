@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::str::FromStr;
 
-use aggregates::input::{FieldError, FieldErrors};
+use aggregates::input::FieldErrors;
 use aggregates::slots::resolve_local;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -105,28 +105,21 @@ fn parse_date(raw: &str) -> Option<NaiveDate> {
 impl WindowsQuery {
     /// Every bad parameter is reported, each with the spec's sentence.
     fn parse(query: &RawWindowsQuery<'_>) -> ApiResult<Self> {
-        let mut missing = Vec::new();
-        for name in ["startDate", "endDate"] {
-            if query.get(name).is_none() {
-                missing.push(FieldError {
-                    field: name.to_string(),
-                    message: "startDate and endDate are required".to_string(),
-                });
-            }
-        }
-        if !missing.is_empty() {
-            return Err(ApiError::ValidationMessage(
-                "startDate and endDate are required".into(),
-                missing,
-            ));
-        }
         let mut errors = FieldErrors::new();
-        let date = |name: &str, errors: &mut FieldErrors| {
-            let parsed = query.get(name).and_then(parse_date);
-            if parsed.is_none() {
-                errors.push(name, "Invalid date format. Use YYYY-MM-DD");
+        let mut missing = false;
+        let mut date = |name: &str, errors: &mut FieldErrors| match query.get(name) {
+            None => {
+                missing = true;
+                errors.push(name, "startDate and endDate are required");
+                None
             }
-            parsed
+            Some(raw) => {
+                let parsed = parse_date(raw);
+                if parsed.is_none() {
+                    errors.push(name, "Invalid date format. Use YYYY-MM-DD");
+                }
+                parsed
+            }
         };
         let start = date("startDate", &mut errors);
         let end = date("endDate", &mut errors);
@@ -137,9 +130,10 @@ impl WindowsQuery {
                 errors.push("endDate", "Date range must not exceed 62 days");
             }
         }
-        let timezone = match query.get("timezone") {
+        // Sent but empty is not "absent": it is not an IANA name either.
+        let timezone = match query.timezone.as_deref() {
             None => None,
-            Some(raw) => match Tz::from_str(raw) {
+            Some(raw) => match Tz::from_str(raw.trim()) {
                 Ok(tz) => Some(tz),
                 Err(_) => {
                     errors.push("timezone", "Invalid timezone");
@@ -164,6 +158,11 @@ impl WindowsQuery {
                 meeting_type_id,
                 timezone,
             }),
+            // The spec's sentence for the most basic mistake leads; `errors` lists them all.
+            _ if missing => Err(ApiError::ValidationMessage(
+                "startDate and endDate are required".into(),
+                errors.into_vec(),
+            )),
             _ => Err(errors.into()),
         }
     }

@@ -175,14 +175,14 @@ async fn every_invalid_field_of_a_creation_is_reported_together_and_nothing_is_c
     assert_eq!(response.status, 400);
     assert_eq!(
         response.body["message"],
-        "Validation failed: 8 fields are invalid"
+        "8 fields are invalid: email, givenName, familyName, timezone, slug, availability.schedule[0].intervals[1], availability.schedule[1].dayOfWeek, meetingType.duration"
     );
     assert_eq!(
         response.field_errors(),
         [
             ("email", "email must be a valid email address"),
             ("givenName", "givenName must not be empty"),
-            ("familyName", "must be a string, not a number"),
+            ("familyName", "familyName must be a string, not a number"),
             ("timezone", "Invalid timezone"),
             ("slug", "slug may contain only lowercase letters a-z, digits and single hyphens between them"),
             ("availability.schedule[0].intervals[1]", "intervals overlap"),

@@ -482,6 +482,32 @@ async fn every_query_error_of_section_5() {
             .collect::<Vec<_>>(),
         ["startDate", "endDate", "timezone"]
     );
+    assert_eq!(
+        several.body["message"],
+        "3 fields are invalid: startDate, endDate, timezone"
+    );
+    // A missing date does not hide the other bad parameters.
+    let missing_and_bad = app
+        .get(&path(
+            "endDate=2026-03-10&timezone=Nowhere&meetingTypeId=42",
+        ))
+        .send()
+        .await;
+    missing_and_bad.assert_error(400, "startDate and endDate are required");
+    assert_eq!(
+        missing_and_bad.field_errors(),
+        [
+            ("startDate", "startDate and endDate are required"),
+            ("timezone", "Invalid timezone"),
+            ("meetingTypeId", "meetingTypeId must be a UUID"),
+        ]
+        .map(|(f, m)| (f.to_string(), m.to_string()))
+    );
+    // An empty zone is not an IANA name.
+    app.get(&path("startDate=2026-03-09&endDate=2026-03-10&timezone="))
+        .send()
+        .await
+        .assert_error(400, "Invalid timezone");
 
     app.get(&format!(
         "/v4/user/{}/bookable-windows?startDate=2026-03-09&endDate=2026-03-10",

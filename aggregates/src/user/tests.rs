@@ -248,13 +248,16 @@ async fn wrong_json_types_are_reported_per_field() {
         .when_async(when_created(command))
         .await
         .then_expect_error(invalid(&[
-            ("email", "must be a string, not a number"),
+            ("email", "email must be a string, not a number"),
             (
                 "availability",
-                "must be struct AvailabilityInput, not a string",
+                "availability must be an object, not a string",
             ),
-            ("meetingType.name", "must be a string, not an array"),
-            ("meetingType.duration", "must be an integer, not a string"),
+            ("meetingType.name", "name must be a string, not an array"),
+            (
+                "meetingType.duration",
+                "duration must be an integer, not a string",
+            ),
         ]));
 }
 
