@@ -254,7 +254,7 @@ pub struct AuditQuery {
 
 /// One page of a company's events in commit order (the log's one total order), only below
 /// the xmin horizon, so a follower paging with `after` never skips a late committer.
-/// `Ok(None)` when `after` names no event.
+/// `Ok(None)` when `after` names no event of the company.
 pub async fn audit_page(
     conn: &mut PgConnection,
     query: &AuditQuery,
@@ -263,10 +263,15 @@ pub async fn audit_page(
         None | Some(0) => LogPosition::START,
         Some(position) => {
             let tx_id: Option<String> =
-                sqlx::query_scalar("SELECT tx_id::text FROM events WHERE global_position = $1")
-                    .bind(position)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+                // Only the company's own events are cursors: another's position must not be
+                // told apart from one that does not exist.
+                sqlx::query_scalar(
+                    "SELECT tx_id::text FROM events WHERE global_position = $1 AND company_id = $2",
+                )
+                .bind(position)
+                .bind(query.company_id)
+                .fetch_optional(&mut *conn)
+                .await?;
             match tx_id {
                 Some(tx_id) => LogPosition {
                     tx_id: parse_xid(&tx_id),

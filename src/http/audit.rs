@@ -79,7 +79,9 @@ pub struct EventPage {
     pub last_position: Option<i64>,
 }
 
-const MAX_PAGE: i64 = 1000;
+/// api.md section 0's list limits; section 7 replaces only `skip`, by the `after` cursor.
+const MAX_PAGE: i64 = 100;
+const DEFAULT_PAGE: i64 = 20;
 
 /// Your company's events in the log's order (commit order), for auditors and for
 /// integrations that follow the log. Paging with `after` never skips an event, even one
@@ -87,7 +89,7 @@ const MAX_PAGE: i64 = 1000;
 #[utoipa::path(get, path = "/v4/audit/events", tag = "audit",
     params(
         ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive); 0 or absent: from the start"),
-        ("limit" = Option<i64>, Query, description = "1–1000, default 100"),
+        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
         ("aggregateId" = Option<String>, Query, description = "Only this aggregate's events"),
         ("type" = Option<String>, Query, description = "Only events of this type, e.g. UserCreated")),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
@@ -112,12 +114,12 @@ pub async fn audit_events(
         },
     };
     let limit = match query.get("limit") {
-        None => 100,
+        None => DEFAULT_PAGE,
         Some(raw) => match raw.trim().parse::<i64>() {
             Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
             _ => {
-                errors.push("limit", "limit must be an integer between 1 and 1000");
-                100
+                errors.push("limit", "limit must be an integer between 1 and 100");
+                DEFAULT_PAGE
             }
         },
     };

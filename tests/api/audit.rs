@@ -151,7 +151,7 @@ async fn the_audit_log_pages_through_the_companys_events_in_order() {
         .await;
     }
     let other = app.another_company("Cyberdyne").await;
-    let all = app.get("/v4/audit/events?limit=1000").send().await;
+    let all = app.get("/v4/audit/events?limit=100").send().await;
     let events = all.body["events"].as_array().unwrap();
     assert_eq!(
         events.len(),
@@ -213,7 +213,22 @@ async fn the_audit_log_pages_through_the_companys_events_in_order() {
             .collect::<Vec<_>>(),
         ["after", "limit"]
     );
+    assert_eq!(
+        app.get("/v4/audit/events?limit=101").send().await.status,
+        400
+    );
+    assert_eq!(
+        app.get("/v4/audit/events").send().await.body["count"],
+        17,
+        "the default page (20) holds them all"
+    );
     app.get("/v4/audit/events?after=999999")
+        .send()
+        .await
+        .assert_error(400, "after must be the position of an event you received");
+    // Another company's position is answered exactly like one that does not exist.
+    let foreign = theirs.body["events"][0]["position"].as_i64().unwrap();
+    app.get(&format!("/v4/audit/events?after={foreign}"))
         .send()
         .await
         .assert_error(400, "after must be the position of an event you received");
