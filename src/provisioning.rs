@@ -212,7 +212,7 @@ pub async fn create_company(
                     owner_user_id,
                     api_key_id: key.key_id,
                     api_key: key.token,
-                    expires_at: now + Days::days(input.key_days),
+                    expires_at: shown_expiry(now, input.key_days),
                 });
             }
         }
@@ -246,7 +246,7 @@ pub async fn issue_key(
         company_id,
         api_key_id: key.key_id,
         api_key: key.token,
-        expires_at: now + Days::days(days),
+        expires_at: shown_expiry(now, days),
     })
 }
 
@@ -306,4 +306,11 @@ async fn catch_up(bus: &CommandBus, position: LogPosition) -> Result<(), Provisi
                 .into(),
         ))
     }
+}
+
+/// The expiry to show: whole seconds (api.md section 0), rounded down so it never promises
+/// more than the key holds.
+fn shown_expiry(issued_at: DateTime<Utc>, days: i64) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    (issued_at + Days::days(days)).trunc_subsecs(0)
 }
