@@ -20,11 +20,12 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Executor as _, Postgres};
 use uuid::Uuid;
+
+use kairos::event_store::hash::{self, HashedFields};
 
 use crate::hist::Histogram;
 
@@ -167,77 +168,6 @@ fn sealed(rng: &mut StdRng, plaintext_len: usize) -> String {
     format!("kairos:enc:v1:{}", base64(&bytes))
 }
 
-/// JSON with object keys sorted at every level and no insignificant whitespace (Kairos's
-/// canonical form for hashing).
-pub fn canonical_json(value: &Value) -> String {
-    fn write(value: &Value, out: &mut String) {
-        match value {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, key) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(key.clone()).to_string());
-                    out.push(':');
-                    write(&map[key], out);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            scalar => out.push_str(&scalar.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
-}
-
-/// The event's link of its aggregate's hash chain, computed the way Kairos does:
-/// SHA-256 over a domain tag, the previous hash and every stored field, length-prefixed.
-#[allow(clippy::too_many_arguments)]
-fn chain_hash(
-    previous: &[u8; 32],
-    event_id: Uuid,
-    aggregate_id: &str,
-    sequence: i64,
-    event_type: &str,
-    company_id: Uuid,
-    recorded_at: DateTime<Utc>,
-    payload: &Value,
-    metadata: &Value,
-) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"kairos-event-v1");
-    hasher.update(previous);
-    let mut put = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_be_bytes());
-        hasher.update(bytes);
-    };
-    put(event_id.as_bytes());
-    put(b"User");
-    put(aggregate_id.as_bytes());
-    put(&sequence.to_be_bytes());
-    put(event_type.as_bytes());
-    put(b"1");
-    put(company_id.as_bytes());
-    put(&recorded_at.timestamp_micros().to_be_bytes());
-    put(canonical_json(payload).as_bytes());
-    put(canonical_json(metadata).as_bytes());
-    hasher.finalize().into()
-}
-
 const EVENT_TYPES: [&str; 3] = [
     "UserCreated",
     "AvailabilityProvisioned",
@@ -326,16 +256,21 @@ impl UserRows {
         let mut hashes = Vec::with_capacity(3);
         for (i, (event_type, payload)) in EVENT_TYPES.iter().zip(&payloads).enumerate() {
             let event_id = Uuid::now_v7();
-            previous = chain_hash(
+            // Kairos's own chain function: the baseline hashes exactly what Kairos hashes.
+            previous = hash::chain(
                 &previous,
-                event_id,
-                &aggregate_id,
-                i as i64 + 1,
-                event_type,
-                plan.company_id,
-                at,
-                payload,
-                &metadata,
+                &HashedFields {
+                    event_id,
+                    aggregate_type: "User",
+                    aggregate_id: &aggregate_id,
+                    sequence: i as i64 + 1,
+                    event_type,
+                    event_version: "1",
+                    company_id: Some(plan.company_id),
+                    recorded_at: at,
+                    payload,
+                    metadata: &metadata,
+                },
             );
             event_ids.push(event_id);
             hashes.push(previous.to_vec());
@@ -682,9 +617,5 @@ mod tests {
         assert_eq!(user.metadata[0]["companyId"], json!(plan.company_id));
         assert!(user.hashes.iter().all(|h| h.len() == 32));
         assert_ne!(user.hashes[0], user.hashes[1]);
-        assert_eq!(
-            canonical_json(&json!({"b": 1, "a": [true, {"d": null, "c": "x"}]})),
-            r#"{"a":[true,{"c":"x","d":null}],"b":1}"#
-        );
     }
 }
