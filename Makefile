@@ -32,12 +32,13 @@ run:
 	exec $(BIN) serve --no-migrate
 
 # Tests make their own databases (one per test, copied from a migrated template) in the
-# cluster that KAIROS_TEST_DATABASE_URL names.
+# cluster that KAIROS_TEST_DATABASE_URL names; the /docs page runs in the Chromium that
+# KAIROS_CHROMIUM names (scripts/chromium.sh installs one when missing).
 test: unit-test smoke
 
 unit-test: clean-test-dbs
 	db_url="$${DATABASE_URL:-}"; [ -n "$$db_url" ] || db_url=$$($(DB) ensure kairos_test); \
-	export KAIROS_TEST_DATABASE_URL="$$db_url"; \
+	export KAIROS_TEST_DATABASE_URL="$$db_url" KAIROS_CHROMIUM=$$(scripts/chromium.sh); \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

@@ -2,6 +2,7 @@
 //! started Kairos (projectors included), driven through the real router.
 
 mod audit;
+mod browser;
 mod cli;
 mod event_store;
 mod helpers;
