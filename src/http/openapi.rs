@@ -80,17 +80,19 @@ summary{cursor:pointer}
 </style></head><body>
 <h1>Kairos API</h1><p id="about">Loading <a href="/openapi.json">/openapi.json</a>…</p><div id="ops"></div>
 <script>
+// Text from the document goes into HTML escaped: descriptions may hold `<` (`<key id>`).
+const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
 fetch('/openapi.json').then(r => r.json()).then(spec => {
   document.getElementById('about').textContent = spec.info.description + ' Version ' + spec.info.version + '.';
   const ops = document.getElementById('ops');
   for (const [path, item] of Object.entries(spec.paths)) {
     for (const [method, op] of Object.entries(item)) {
       const div = document.createElement('details'); div.className = 'op';
-      const params = (op.parameters || []).map(p => `<li><code>${p.name}</code> (${p.in}) ${p.description || ''}</li>`).join('');
-      const responses = Object.entries(op.responses || {}).map(([code, r]) => `<li><b>${code}</b> ${r.description || ''}</li>`).join('');
-      const body = op.requestBody ? `<p>Body:</p><pre>${JSON.stringify(op.requestBody.content, null, 2)}</pre>` : '';
-      div.innerHTML = `<summary><span class="m ${method}">${method}</span> <code>${path}</code> ${op.summary || ''}</summary>`
-        + `<p>${op.description || ''}</p>${params ? '<p>Parameters:</p><ul>' + params + '</ul>' : ''}${body}`
+      const params = (op.parameters || []).map(p => `<li><code>${esc(p.name)}</code> (${esc(p.in)}) ${esc(p.description)}</li>`).join('');
+      const responses = Object.entries(op.responses || {}).map(([code, r]) => `<li><b>${esc(code)}</b> ${esc(r.description)}</li>`).join('');
+      const body = op.requestBody ? `<p>Body:</p><pre>${esc(JSON.stringify(op.requestBody.content, null, 2))}</pre>` : '';
+      div.innerHTML = `<summary><span class="m ${esc(method)}">${esc(method)}</span> <code>${esc(path)}</code> ${esc(op.summary)}</summary>`
+        + `<p>${esc(op.description)}</p>${params ? '<p>Parameters:</p><ul>' + params + '</ul>' : ''}${body}`
         + `<p>Responses:</p><ul>${responses}</ul>`;
       ops.appendChild(div);
     }
