@@ -27,11 +27,11 @@ impl<T> Raw<T> {
         match self {
             Raw::Given(value) => Some(value),
             Raw::Missing | Raw::Null => {
-                errors.push(field, format!("{field} is required"));
+                errors.push(field, format!("{} is required", leaf(field)));
                 None
             }
             Raw::Invalid(reason) => {
-                errors.push(field, format!("{field} {reason}"));
+                errors.push(field, format!("{} {reason}", leaf(field)));
                 None
             }
         }
@@ -43,7 +43,7 @@ impl<T> Raw<T> {
             Raw::Given(value) => Some(value),
             Raw::Missing | Raw::Null => None,
             Raw::Invalid(reason) => {
-                errors.push(field, format!("{field} {reason}"));
+                errors.push(field, format!("{} {reason}", leaf(field)));
                 None
             }
         }
@@ -62,6 +62,11 @@ impl<T> Raw<T> {
             Raw::Invalid(reason) => Raw::Invalid(reason),
         }
     }
+}
+
+/// The name a message uses for a field at a path: `dayOfWeek` for `[0].dayOfWeek`.
+fn leaf(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
 }
 
 impl<T> From<T> for Raw<T> {
@@ -289,6 +294,18 @@ mod tests {
         assert_eq!(
             message_for::<bool>(serde_json::json!(1.5)),
             "field must be a boolean, not a number"
+        );
+    }
+
+    #[test]
+    fn a_message_names_the_field_not_its_path() {
+        let mut errors = FieldErrors::new();
+        Raw::<String>::Missing.required("[0].dayOfWeek", &mut errors);
+        Raw::<String>::Invalid("must be a string, not a number".into())
+            .optional("[1].intervals", &mut errors);
+        assert_eq!(
+            errors.to_string(),
+            "[0].dayOfWeek: dayOfWeek is required; [1].intervals: intervals must be a string, not a number"
         );
     }
 

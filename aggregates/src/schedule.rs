@@ -184,8 +184,8 @@ impl WeeklySchedule {
             let mut parsed: Vec<(usize, Interval)> = Vec::new();
             for (j, interval) in intervals.into_iter().enumerate() {
                 let path = format!("[{i}].intervals[{j}]");
-                let from = parse_time(interval.from, &format!("{path}.from"), false, &mut errors);
-                let to = parse_time(interval.to, &format!("{path}.to"), true, &mut errors);
+                let from = parse_time(interval.from, &path, "from", &mut errors);
+                let to = parse_time(interval.to, &path, "to", &mut errors);
                 if let (Some(from), Some(to)) = (from, to) {
                     match Interval::new(from, to) {
                         Some(interval) => parsed.push((j, interval)),
@@ -209,25 +209,34 @@ impl WeeklySchedule {
     }
 }
 
+/// `from` (00:00–23:59) or `to` (00:00–24:00) of the interval at `path`.
 fn parse_time(
     raw: Raw<String>,
-    field: &str,
-    is_end: bool,
+    path: &str,
+    name: &'static str,
     errors: &mut FieldErrors,
 ) -> Option<LocalTime> {
-    let text = raw.required(field, errors)?;
-    let allowed = if is_end {
-        "00:00–24:00"
-    } else {
-        "00:00–23:59"
-    };
-    match LocalTime::parse(&text) {
-        Some(time) if is_end || time < LocalTime::END_OF_DAY => Some(time),
-        _ => {
-            errors.push(field, format!("must be a time HH:MM between {allowed}"));
-            None
+    let is_end = name == "to";
+    let mut own = FieldErrors::new();
+    let parsed = raw.required(name, &mut own).and_then(|text| {
+        let allowed = if is_end {
+            "00:00–24:00"
+        } else {
+            "00:00–23:59"
+        };
+        match LocalTime::parse(&text) {
+            Some(time) if is_end || time < LocalTime::END_OF_DAY => Some(time),
+            _ => {
+                own.push(
+                    name,
+                    format!("{name} must be a time HH:MM between {allowed}"),
+                );
+                None
+            }
         }
-    }
+    });
+    errors.extend_nested(path, own);
+    parsed
 }
 
 const WEEKDAYS: [(Weekday, &str); 7] = [

@@ -9,5 +9,6 @@ mod helpers;
 mod http;
 mod processes;
 mod projectors;
+mod robustness;
 mod users;
 mod windows;
