@@ -362,6 +362,13 @@ impl BookableWindowsProjector {
         *self.written.lock().expect("written lock") = written;
     }
 
+    /// The staged windows may or may not be in the table: forget them and their users.
+    fn discard(&self) {
+        let written = std::mem::take(&mut *self.written.lock().expect("written lock"));
+        self.cache
+            .invalidate(written.into_iter().map(|(user_id, _)| user_id));
+    }
+
     fn publish(&self) {
         let written = std::mem::take(&mut *self.written.lock().expect("written lock"));
         for (user_id, windows) in written {
@@ -432,6 +439,10 @@ impl Projector for BookableWindowsProjector {
 
     fn committed(&self, _events: &[LogEvent]) {
         self.publish();
+    }
+
+    fn abandoned(&self, _events: &[LogEvent]) {
+        self.discard();
     }
 
     async fn maintain(

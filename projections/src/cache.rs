@@ -9,13 +9,16 @@
 //!   drops those keys in every other process before relaying that batch's checkpoint;
 //! - a load that started before an invalidation of its shard does not store its result, so
 //!   a row read just before a commit cannot outlive the invalidation that followed it;
-//! - when notifications may have been missed (the listener reconnected), everything goes.
+//! - while the listener does not follow the channel (before it first connects, after it lost
+//!   its connection) the cache neither serves nor keeps anything, and starts over empty once
+//!   it follows again: notices sent meanwhile are lost.
 //!
 //! Memory is bounded: beyond `capacity` entries an arbitrary one makes room.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::runtime::Subscription;
@@ -29,6 +32,8 @@ pub struct InvalidatingCache<K, V> {
     /// writer here already updated or dropped those keys, and dropping a key it just wrote
     /// through would only force a reload.
     origin: String,
+    /// Set while notices may be missed: every read goes to the table, nothing is kept.
+    standing_aside: AtomicBool,
 }
 
 struct Shard<K, V> {
@@ -49,7 +54,25 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
                 .collect(),
             capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
             origin: format!("{:016x}", rand::random::<u64>()),
+            standing_aside: AtomicBool::new(false),
         }
+    }
+
+    fn is_standing_aside(&self) -> bool {
+        self.standing_aside.load(Ordering::SeqCst)
+    }
+
+    /// Stops serving and keeping values (the flag first, so nothing is kept after the clear).
+    pub fn stand_aside(&self) {
+        self.standing_aside.store(true, Ordering::SeqCst);
+        self.clear();
+    }
+
+    /// Serves again, from empty. The clear bumps every generation first, so a load that
+    /// started while standing aside cannot store its possibly stale result.
+    pub fn resume(&self) {
+        self.clear();
+        self.standing_aside.store(false, Ordering::SeqCst);
     }
 
     /// The payload telling other processes to drop `keys` (at most a few hundred: a
@@ -78,6 +101,9 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
     where
         F: Future<Output = Result<Option<V>, E>>,
     {
+        if self.is_standing_aside() {
+            return load.await;
+        }
         let shard = self.shard(&key);
         let generation = {
             let shard = shard.read().expect("cache lock");
@@ -105,6 +131,10 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
     pub fn put(&self, key: K, value: V) {
         let mut shard = self.shard(&key).write().expect("cache lock");
         shard.generation += 1;
+        if self.is_standing_aside() {
+            shard.entries.remove(&key);
+            return;
+        }
         if shard.entries.len() >= self.capacity_per_shard
             && !shard.entries.contains_key(&key)
             && let Some(victim) = shard.entries.keys().next().cloned()
@@ -127,7 +157,8 @@ impl<K: Hash + Eq + Clone, V: Clone> InvalidatingCache<K, V> {
     pub fn fill(&self, key: K, value: V, generations: &[u64]) {
         let index = self.shard_index(&key);
         let mut shard = self.shards[index].write().expect("cache lock");
-        if generations.get(index) == Some(&shard.generation)
+        if !self.is_standing_aside()
+            && generations.get(index) == Some(&shard.generation)
             && !shard.entries.contains_key(&key)
             && shard.entries.len() < self.capacity_per_shard
         {
@@ -169,14 +200,14 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Follows `channel`: a payload of comma-separated keys (parsed by `parse`) drops those,
-    /// `*` or a gap drops everything.
+    /// `*` drops everything; while the channel is not followed the cache stands aside.
     pub fn subscription(
         self: &Arc<Self>,
         channel: &'static str,
         parse: fn(&str) -> Option<K>,
     ) -> Subscription {
         let on_notice = self.clone();
-        let on_gap = self.clone();
+        let (on_unfollowed, on_followed) = (self.clone(), self.clone());
         Subscription {
             channel,
             on_notice: Arc::new(move |payload: &str| {
@@ -189,7 +220,8 @@ where
                     on_notice.invalidate(keys.split(',').filter_map(parse));
                 }
             }),
-            on_gap: Arc::new(move || on_gap.clear()),
+            on_unfollowed: Arc::new(move || on_unfollowed.stand_aside()),
+            on_followed: Arc::new(move || on_followed.resume()),
         }
     }
 }
@@ -299,7 +331,34 @@ mod tests {
             .get_or_load(4, async { Ok::<_, ()>(Some(4)) })
             .await
             .unwrap();
-        (subscription.on_gap)();
+        (subscription.on_unfollowed)();
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn while_notices_may_be_missed_nothing_is_served_or_kept() {
+        let cache: Arc<InvalidatingCache<u32, u32>> = Arc::new(InvalidatingCache::new(100));
+        let subscription = cache.subscription("test", |s| s.parse().ok());
+        cache.put(1, 10);
+        (subscription.on_unfollowed)();
+        assert!(cache.is_empty());
+        // Reads go to the table each time; writes and fills are not kept.
+        for fresh in [11, 12] {
+            let read = cache.get_or_load(1, async move { Ok::<_, ()>(Some(fresh)) });
+            assert_eq!(read.await.unwrap(), Some(fresh));
+        }
+        cache.put(2, 20);
+        cache.fill(3, 30, &cache.generations());
+        assert!(cache.is_empty());
+        // A load that started while unfollowed does not store after the cache resumed.
+        let generations = cache.generations();
+        (subscription.on_followed)();
+        cache.fill(4, 40, &generations);
+        assert!(cache.is_empty());
+        cache
+            .get_or_load(5, async { Ok::<_, ()>(Some(50)) })
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 1, "following again, the cache keeps values");
     }
 }

@@ -126,6 +126,10 @@ impl Projector for CompaniesProjector {
         self.keys.invalidate(changed_keys(events));
     }
 
+    fn abandoned(&self, events: &[LogEvent]) {
+        self.keys.invalidate(changed_keys(events));
+    }
+
     /// Company events hold no personal fields; the users' events it skips need no opening.
     fn needs_personal_data(&self) -> bool {
         false

@@ -67,7 +67,9 @@ impl Caches {
                     windows.clear();
                     keys.clear();
                 }),
-                on_gap: Arc::new(|| {}),
+                // The caches' own subscriptions stand aside and resume them.
+                on_unfollowed: Arc::new(|| {}),
+                on_followed: Arc::new(|| {}),
             },
         ]
     }

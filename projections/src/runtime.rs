@@ -33,6 +33,9 @@ use crate::log::{self, LogError, LogEvent, LogPosition};
 pub const EVENTS_CHANNEL: &str = "kairos_events";
 /// Postgres channel a projector notifies with `name tx position` after each batch.
 pub const CHECKPOINTS_CHANNEL: &str = "kairos_checkpoints";
+/// A process's markers to itself: when its listener receives one, every notice committed
+/// before the marker was sent has been handled (Postgres delivers in commit order).
+const SYNC_CHANNEL: &str = "kairos_sync";
 /// First half of the two-part advisory lock key of every projector (the second half is a
 /// hash of its name), so `pg_locks` shows which projectors are led and by which backend.
 pub const ADVISORY_LOCK_CLASS: i32 = 0x4b41_4952; // "KAIR"
@@ -65,6 +68,11 @@ pub trait Projector: Send + Sync + 'static {
     /// never sees the old value.
     fn committed(&self, _events: &[LogEvent]) {}
 
+    /// Called when a batch or maintenance transaction did not commit, or may not have (a
+    /// connection lost while the database committed): drop what `apply` staged for
+    /// [`Self::committed`], and any in-memory copy of what it touched.
+    fn abandoned(&self, _events: &[LogEvent]) {}
+
     /// Time-driven upkeep (the bookable windows move their horizon as days pass), run by the
     /// leader when idle, inside a transaction holding the checkpoint row, with the log
     /// applied up to `applied`. Returns the keys it changed, for [`Projector::maintained`].
@@ -80,13 +88,17 @@ pub trait Projector: Send + Sync + 'static {
     fn maintained(&self, _keys: &[String]) {}
 }
 
-/// A notification channel some in-memory cache follows: `on_notice` with each payload, and
-/// `on_gap` when notifications may have been missed (the listener reconnected).
+/// A notification channel some in-memory cache follows, and what the listener tells it.
 #[derive(Clone)]
 pub struct Subscription {
     pub channel: &'static str,
+    /// A notice on the channel.
     pub on_notice: Arc<dyn Fn(&str) + Send + Sync>,
-    pub on_gap: Arc<dyn Fn() + Send + Sync>,
+    /// The listener does not follow the channel (not yet, or its connection was lost):
+    /// notices may be missed from now on, so the cache must neither serve nor keep anything.
+    pub on_unfollowed: Arc<dyn Fn() + Send + Sync>,
+    /// The listener follows the channel again: the cache may start over, empty.
+    pub on_followed: Arc<dyn Fn() + Send + Sync>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +230,18 @@ impl ShutdownTrigger {
 #[derive(Clone)]
 pub struct Progress {
     channels: Arc<HashMap<&'static str, watch::Sender<LogPosition>>>,
+    listener: Arc<ListenerState>,
+}
+
+/// What the listener tells the rest of the process.
+struct ListenerState {
+    /// Whether it follows every channel now.
+    following: watch::Sender<bool>,
+    /// Names this process in its sync markers.
+    origin: String,
+    /// The last sync marker sent, and the last one the listener received.
+    sent: std::sync::atomic::AtomicU64,
+    received: watch::Sender<u64>,
 }
 
 impl Progress {
@@ -228,6 +252,12 @@ impl Progress {
             .collect();
         Self {
             channels: Arc::new(channels),
+            listener: Arc::new(ListenerState {
+                following: watch::channel(false).0,
+                origin: format!("{:016x}", rand::random::<u64>()),
+                sent: std::sync::atomic::AtomicU64::new(0),
+                received: watch::channel(0).0,
+            }),
         }
     }
 
@@ -280,7 +310,11 @@ impl Progress {
                         if tokio::time::Instant::now() >= deadline {
                             return false;
                         }
-                        if let Ok(stored) = read_checkpoints(pool).await {
+                        // A checkpoint read here may be ahead of the cache notices this
+                        // process has handled; publish it only once they caught up.
+                        if let Ok(stored) = read_checkpoints(pool).await
+                            && self.notices_handled(pool, deadline).await
+                        {
                             for (stored_name, position) in stored {
                                 self.publish(&stored_name, position);
                             }
@@ -290,6 +324,61 @@ impl Progress {
             }
         }
         true
+    }
+}
+
+impl Progress {
+    /// Whether every cache notice committed before this call has been handled in this
+    /// process: a marker sent now comes back through the listener after all of them. While the
+    /// listener is down the caches neither serve nor keep anything, so there is nothing to
+    /// wait for.
+    async fn notices_handled(&self, pool: &PgPool, deadline: tokio::time::Instant) -> bool {
+        let listener = &self.listener;
+        let mut following = listener.following.subscribe();
+        if !*following.borrow_and_update() {
+            return true;
+        }
+        let marker = listener
+            .sent
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let mut received = listener.received.subscribe();
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(SYNC_CHANNEL)
+            .bind(format!("{} {marker}", listener.origin))
+            .execute(pool)
+            .await;
+        if sent.is_err() {
+            return false;
+        }
+        tokio::select! {
+            came_back = received.wait_for(|last| *last >= marker) => came_back.is_ok(),
+            _ = following.wait_for(|up| !*up) => true,
+            _ = tokio::time::sleep_until(deadline) => false,
+        }
+    }
+
+    /// The listener received a sync marker.
+    fn marker_received(&self, payload: &str) {
+        let Some((origin, marker)) = payload.split_once(' ') else {
+            return;
+        };
+        if origin != self.listener.origin {
+            return;
+        }
+        if let Ok(marker) = marker.parse::<u64>() {
+            self.listener.received.send_if_modified(|last| {
+                let newer = marker > *last;
+                if newer {
+                    *last = marker;
+                }
+                newer
+            });
+        }
+    }
+
+    fn set_following(&self, following: bool) {
+        self.listener.following.send_replace(following);
     }
 }
 
@@ -322,7 +411,6 @@ pub struct Runtime {
     relay: Arc<Notify>,
     config: RuntimeConfig,
     subscriptions: Vec<Subscription>,
-    listening: watch::Sender<bool>,
 }
 
 /// Handle to a started runtime: its tasks stop when the shutdown given to `start` fires.
@@ -357,7 +445,6 @@ impl Runtime {
             relay: Arc::new(Notify::new()),
             config,
             subscriptions: Vec::new(),
-            listening: watch::channel(false).0,
         }
     }
 
@@ -376,7 +463,7 @@ impl Runtime {
     /// whatever the caches held): filling a cache in bulk must wait for it, or a change made
     /// elsewhere before the listener was up could linger.
     pub fn listening(&self) -> watch::Receiver<bool> {
-        self.listening.subscribe()
+        self.progress.listener.following.subscribe()
     }
 
     /// What this process's appends call: wakes local leaders at once and relays a NOTIFY to
@@ -399,7 +486,6 @@ impl Runtime {
             self.wake.clone(),
             self.progress.clone(),
             self.subscriptions.clone(),
-            self.listening.clone(),
             shutdown.clone(),
         ))];
         tasks.push(tokio::spawn(relay_appends(
@@ -431,20 +517,30 @@ pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Er
 }
 
 /// Relays notifications: appends wake the local leaders, checkpoints of other processes
-/// update [`Progress`]. On a lost connection it reconnects; polling covers the gap.
+/// update [`Progress`], cache notices reach their caches. Whenever it does not follow its
+/// channels (at start, after a lost connection) the caches are told to stand aside until it
+/// does again; polling covers the projectors' progress meanwhile.
 async fn listen(
     pool: PgPool,
     wake: Arc<Notify>,
     progress: Progress,
     subscriptions: Vec<Subscription>,
-    listening: watch::Sender<bool>,
     mut shutdown: Shutdown,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut channels = vec![EVENTS_CHANNEL, CHECKPOINTS_CHANNEL];
+    let mut channels = vec![EVENTS_CHANNEL, CHECKPOINTS_CHANNEL, SYNC_CHANNEL];
     channels.extend(subscriptions.iter().map(|s| s.channel));
     while !shutdown.is_triggered() {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        progress.set_following(false);
+        for subscription in &subscriptions {
+            (subscription.on_unfollowed)();
+        }
+        let followed = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen_all(channels.iter().copied()).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match followed.await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "cannot LISTEN for log notifications; polling meanwhile");
@@ -456,15 +552,12 @@ async fn listen(
                 continue;
             }
         };
-        if let Err(error) = listener.listen_all(channels.iter().copied()).await {
-            tracing::warn!(%error, "LISTEN failed; polling meanwhile");
-            continue;
-        }
-        // Whatever was sent while not listening is lost: caches start over.
         for subscription in &subscriptions {
-            (subscription.on_gap)();
+            (subscription.on_followed)();
         }
-        let _ = listening.send(true);
+        progress.set_following(true);
+        // Appends made while not listening may be waiting.
+        wake.notify_waiters();
         backoff = Duration::from_millis(100);
         loop {
             let notification = tokio::select! {
@@ -481,21 +574,17 @@ async fn listen(
                             progress.publish(name, position);
                         }
                     }
+                    SYNC_CHANNEL => progress.marker_received(notification.payload()),
                     channel => {
                         for subscription in subscriptions.iter().filter(|s| s.channel == channel) {
                             (subscription.on_notice)(notification.payload());
                         }
                     }
                 },
-                // The connection was lost and re-established: anything may have been missed.
+                // The connection was lost: whatever was sent meanwhile is gone.
                 Ok(None) => {
-                    tracing::warn!(
-                        "log notifications were interrupted; in-memory read models start over"
-                    );
-                    for subscription in &subscriptions {
-                        (subscription.on_gap)();
-                    }
-                    wake.notify_waiters();
+                    tracing::warn!("log notifications were interrupted; reconnecting");
+                    break;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "log notifications interrupted; reconnecting");
@@ -695,7 +784,10 @@ pub async fn apply_next_batch(
     let mut tx = connection.begin().await?;
     match apply_in(&mut tx, keyring, projector, batch_size).await {
         Ok(Some((position, events))) => {
-            tx.commit().await?;
+            if let Err(error) = tx.commit().await {
+                projector.abandoned(&events);
+                return Err(error.into());
+            }
             projector.committed(&events);
             Ok(Some(position))
         }
@@ -707,6 +799,7 @@ pub async fn apply_next_batch(
             // Roll back now, not when the connection is next used: the checkpoint row stays
             // locked until then, and recording the failure needs it.
             let _ = tx.rollback().await;
+            projector.abandoned(&[]);
             Err(error)
         }
     }
@@ -779,7 +872,10 @@ pub async fn maintain_once(
     .await;
     match result {
         Ok(keys) => {
-            tx.commit().await?;
+            if let Err(error) = tx.commit().await {
+                projector.abandoned(&[]);
+                return Err(error.into());
+            }
             if !keys.is_empty() {
                 projector.maintained(&keys);
             }
@@ -787,6 +883,7 @@ pub async fn maintain_once(
         }
         Err(error) => {
             let _ = tx.rollback().await;
+            projector.abandoned(&[]);
             Err(error)
         }
     }

@@ -112,3 +112,40 @@ async fn a_key_revoked_through_one_process_stops_working_in_another() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_leads_no_projector_still_reads_its_own_writes_at_once() {
+    // A started first and leads every projector; B follows A's checkpoints and cache notices.
+    let a = spawn_app_with(AppOptions {
+        now: Some("2026-02-25T00:00:00Z".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    let b = a.another_process().await;
+    let created = b
+        .create_user(user_body("follower@example.com", "Fol", "Lower"))
+        .await;
+    let user = created["userId"].as_str().unwrap().to_string();
+    assert_eq!(first_monday_slot(&b, &user).await, "2026-03-09T08:00:00Z");
+    for (zone, first) in [
+        ("Asia/Tokyo", "2026-03-09T00:00:00Z"),
+        ("Europe/Berlin", "2026-03-09T08:00:00Z"),
+        ("America/New_York", "2026-03-09T13:00:00Z"),
+        ("Europe/Berlin", "2026-03-09T08:00:00Z"),
+    ] {
+        let patched = b
+            .patch(&format!("/v4/user/{user}"))
+            .json(json!({ "timezone": zone }))
+            .send()
+            .await;
+        assert_eq!(patched.status, 200);
+        // No retry here: B answered the PATCH, so B's very next read must see it.
+        assert_eq!(
+            first_monday_slot(&b, &user).await,
+            first,
+            "after moving to {zone}"
+        );
+    }
+    b.stop().await;
+    a.stop().await;
+}
