@@ -70,10 +70,12 @@ pub struct Committed<A: Aggregate> {
 /// The result of a command that may carry an idempotency key.
 pub enum Outcome<A: Aggregate> {
     Committed(Committed<A>),
-    /// The key was seen before: this is the first request's stored response.
+    /// The key was seen before: this is the first request's stored response, and where the
+    /// aggregate it changed stands now (to wait for, as after a commit).
     Replayed {
         status: u16,
         body: Value,
+        position: Option<LogPosition>,
     },
 }
 
@@ -173,10 +175,18 @@ impl CommandBus {
                 .await
                 .map_err(CommandError::Rejected)?;
             if events.is_empty() {
-                return Ok(Outcome::Committed(Committed {
-                    events,
-                    position: None,
-                }));
+                // Nothing to record, but the state decided on may hold events the read
+                // models have not applied yet (a concurrent command's): the caller waits for
+                // them like for its own, or its answer could show the state before them.
+                let position = if loaded.sequence == 0 {
+                    None
+                } else {
+                    self.store
+                        .last_position_of(A::TYPE, aggregate_id)
+                        .await
+                        .map_err(|e| CommandError::Store(e.into()))?
+                };
+                return Ok(Outcome::Committed(Committed { events, position }));
             }
             let stream = stream_append::<A>(aggregate_id, loaded.sequence, &events)
                 .map_err(|e| CommandError::Store(e.into()))?;
@@ -234,7 +244,21 @@ impl CommandBus {
                 fingerprint,
                 status,
                 body,
-            }) if fingerprint == key.fingerprint => Ok(Some(Outcome::Replayed { status, body })),
+                aggregate_id,
+            }) if fingerprint == key.fingerprint => {
+                // The first request may still be waiting for its read models: a replay must
+                // not answer before them, or a read right after it could miss the change.
+                let position = self
+                    .store
+                    .last_position_of(A::TYPE, &aggregate_id)
+                    .await
+                    .map_err(|e| CommandError::Store(e.into()))?;
+                Ok(Some(Outcome::Replayed {
+                    status,
+                    body,
+                    position,
+                }))
+            }
             Some(_) => Err(CommandError::IdempotencyMismatch),
             None => Ok(None),
         }

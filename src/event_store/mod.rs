@@ -137,6 +137,8 @@ pub struct StoredResponse {
     pub fingerprint: String,
     pub status: u16,
     pub body: Value,
+    /// The aggregate the first request appended to.
+    pub aggregate_id: String,
 }
 
 /// An aggregate as loaded: its state, how many events it has, and the last hash.
@@ -194,8 +196,14 @@ impl EventStore {
     pub async fn append(&self, batch: &AppendBatch) -> Result<Appended, AppendError> {
         let mut connection = self.pool.acquire().await?;
         let mut tx = connection.begin().await?;
-        let appended = self.append_in(&mut tx, batch).await?;
-        tx.commit().await?;
+        let appended = self
+            .append_in(&mut tx, batch)
+            .await
+            .map_err(racing_is_conflict)?;
+        tx.commit()
+            .await
+            .map_err(AppendError::from)
+            .map_err(racing_is_conflict)?;
         Ok(appended)
     }
 
@@ -345,7 +353,7 @@ impl EventStore {
         key: &str,
     ) -> Result<Option<StoredResponse>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT request_fingerprint, response_status, response_body FROM idempotency_keys \
+            "SELECT request_fingerprint, response_status, response_body, aggregate_id FROM idempotency_keys \
              WHERE company_id = $1 AND key = $2",
         )
         .bind(company_id)
@@ -358,6 +366,30 @@ impl EventStore {
                 fingerprint: row.try_get("request_fingerprint")?,
                 status: status as u16,
                 body: row.try_get("response_body")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Where the last event of an aggregate stands in the log (`None` for no events).
+    pub async fn last_position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<LogPosition>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT tx_id::text AS tx_id_text, global_position FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(LogPosition {
+                tx_id: parse_xid(&row.try_get::<String, _>("tx_id_text")?),
+                position: row.try_get("global_position")?,
             })
         })
         .transpose()
@@ -390,6 +422,19 @@ impl EventStore {
 
 /// Releases, then takes, the claims of one stream's events. A claim held by anyone else
 /// fails the append with the first such claim's kind.
+/// A deadlock or serialization failure between two appends (two users swapping slugs each
+/// wait for the other's released claim) is a race like any other: reload and decide again.
+fn racing_is_conflict(error: AppendError) -> AppendError {
+    match &error {
+        AppendError::Database(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+        {
+            AppendError::Conflict
+        }
+        _ => error,
+    }
+}
+
 async fn apply_claims(tx: &mut PgConnection, stream: &StreamAppend) -> Result<(), AppendError> {
     let mut claims = Vec::new();
     for effect in stream.events.iter().flat_map(|e| &e.effects) {
@@ -437,6 +482,21 @@ async fn apply_claims(tx: &mut PgConnection, stream: &StreamAppend) -> Result<()
             .iter()
             .any(|(k, s, v)| k == claim.kind.as_str() && *s == claim.scope && *v == claim.value)
     }) {
+        // Held by this very aggregate: a concurrent command on it took the claim first, so
+        // this command decided on a stale state. That is a conflict, not someone else's value.
+        let holder: Option<(String, String)> = sqlx::query_as(
+            "SELECT aggregate_type, aggregate_id FROM claims WHERE kind = $1 AND scope = $2 AND value = $3",
+        )
+        .bind(refused.kind.as_str())
+        .bind(&refused.scope)
+        .bind(&refused.value)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if holder.is_some_and(|(aggregate_type, aggregate_id)| {
+            aggregate_type == stream.aggregate_type && aggregate_id == stream.aggregate_id
+        }) {
+            return Err(AppendError::Conflict);
+        }
         return Err(AppendError::ClaimTaken {
             kind: refused.kind,
             scope: refused.scope.clone(),

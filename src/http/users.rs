@@ -244,7 +244,14 @@ pub async fn create_user(
         }
     };
     match outcome {
-        Outcome::Replayed { status, body } => Ok(replayed(status, body)),
+        Outcome::Replayed {
+            status,
+            body,
+            position,
+        } => {
+            state.bus.wait_for(USER_READ_MODELS, position).await;
+            Ok(replayed(status, body))
+        }
         Outcome::Committed(committed) => {
             state
                 .bus

@@ -646,3 +646,80 @@ async fn another_company_sees_none_of_this_companys_users() {
     assert_eq!(unchanged.body["givenName"], "Tenant");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn simultaneous_identical_patches_of_one_user_all_succeed_and_record_one_change() {
+    let app = spawn_app().await;
+    let user = app
+        .create_user(user_body("twice@example.com", "Twi", "Ce"))
+        .await;
+    let user_id = id(&user).to_string();
+    let path = format!("/v4/user/{user_id}");
+    // Each decided on the same state; the losers of the race reload and find nothing to do.
+    // Their claim of the slug is held by the user itself, which is no reason for a 409.
+    let calls = (0..20).map(|_| {
+        app.patch(&path)
+            .json(json!({"slug": "twice-renamed"}))
+            .send()
+    });
+    let responses = join_all(calls).await;
+    for response in &responses {
+        assert_eq!(response.status, 200, "{}", response.text);
+        assert_eq!(response.body["slug"], "twice-renamed");
+    }
+    assert_eq!(
+        app.count_events(&user_id).await,
+        4,
+        "three at creation, one slug change"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_users_swapping_slugs_at_once_never_get_a_5xx() {
+    let app = spawn_app().await;
+    let first = id(&app
+        .create_user(
+            json!({"email": "swap1@example.com", "givenName": "Swap", "familyName": "One",
+            "timezone": "UTC", "slug": "swap-slug-a"}),
+        )
+        .await)
+    .to_string();
+    let second = id(&app
+        .create_user(
+            json!({"email": "swap2@example.com", "givenName": "Swap", "familyName": "Two",
+            "timezone": "UTC", "slug": "swap-slug-b"}),
+        )
+        .await)
+    .to_string();
+    for round in 0..10 {
+        let (to_first, to_second) = if round % 2 == 0 {
+            ("swap-slug-b", "swap-slug-a")
+        } else {
+            ("swap-slug-a", "swap-slug-b")
+        };
+        let (a, b) = futures::join!(
+            app.patch(&format!("/v4/user/{first}"))
+                .json(json!({"slug": to_first}))
+                .send(),
+            app.patch(&format!("/v4/user/{second}"))
+                .json(json!({"slug": to_second}))
+                .send()
+        );
+        for response in [&a, &b] {
+            assert!(
+                [200, 409].contains(&response.status.as_u16()),
+                "round {round}: {} {}",
+                response.status,
+                response.text
+            );
+        }
+    }
+    // Whatever won, the two slugs stay distinct.
+    let mut slugs = Vec::new();
+    for user in [&first, &second] {
+        slugs.push(app.get(&format!("/v4/user/{user}")).send().await.body["slug"].clone());
+    }
+    assert_ne!(slugs[0], slugs[1]);
+    app.stop().await;
+}
