@@ -123,6 +123,20 @@ pub async fn audit_events(
             }
         },
     };
+    let mut filter = |name: &str| {
+        let value = query.get(name).filter(|v| !v.is_empty())?;
+        // Postgres refuses NUL in text, and no id or type holds a control character.
+        if value.len() > 200 || value.chars().any(char::is_control) {
+            errors.push(
+                name,
+                format!("{name} must be at most 200 characters, without control characters"),
+            );
+            return None;
+        }
+        Some(value.clone())
+    };
+    let aggregate_id = filter("aggregateId");
+    let event_type = filter("type");
     if !errors.is_empty() {
         return Err(errors.into());
     }
@@ -130,8 +144,8 @@ pub async fn audit_events(
         company_id: acting.caller.company_id,
         after,
         limit,
-        aggregate_id: query.get("aggregateId").cloned().filter(|v| !v.is_empty()),
-        event_type: query.get("type").cloned().filter(|v| !v.is_empty()),
+        aggregate_id,
+        event_type,
     };
     let mut connection = state.pool.acquire().await?;
     let mut events = log::audit_page(&mut connection, &audit)

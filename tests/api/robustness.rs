@@ -198,38 +198,63 @@ async fn no_query_or_id_makes_the_read_endpoints_fail_with_a_5xx() {
     let mut runner = TestRunner::new(Config::default());
     let text = nasty_string();
     let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    // One hostile value at a time, the other parameters valid, so it reaches the database.
+    let valid = |name: &str| match name {
+        "startDate" => "2026-03-09".to_string(),
+        "endDate" => "2026-03-10".to_string(),
+        "timezone" => "Europe/Berlin".to_string(),
+        "meetingTypeId" => user["meetingTypeId"].as_str().unwrap().to_string(),
+        "after" | "skip" => "0".to_string(),
+        "limit" => "10".to_string(),
+        "aggregateId" => user_id.clone(),
+        "type" => "UserCreated".to_string(),
+        other => panic!("{other}"),
+    };
+    let endpoints: [(&str, &[&str]); 3] = [
+        (
+            "/v4/user/{id}/bookable-windows",
+            &["startDate", "endDate", "timezone", "meetingTypeId"],
+        ),
+        ("/v4/user", &["limit", "skip"]),
+        (
+            "/v4/audit/events",
+            &["after", "limit", "aggregateId", "type"],
+        ),
+    ];
     for _ in 0..CASES {
-        let [start, end, zone, meeting_type, id, after, limit]: [String; 7] =
-            std::array::from_fn(|_| sample(&mut runner, &text));
-        let windows = format!(
-            "/v4/user/{user_id}/bookable-windows?startDate={}&endDate={}&timezone={}&meetingTypeId={}",
-            encode(&start),
-            encode(&end),
-            encode(&zone),
-            encode(&meeting_type)
-        );
-        for path in [
-            windows,
-            format!("/v4/user/{}", encode(&id)),
-            format!("/v4/user/{user_id}?asOf={}", encode(&start)),
-            format!("/v4/user?limit={}&skip={}", encode(&limit), encode(&after)),
-            format!(
-                "/v4/audit/events?after={}&limit={}&aggregateId={}&type={}",
-                encode(&after),
-                encode(&limit),
-                encode(&id),
-                encode(&zone)
-            ),
-        ] {
-            let response = app.get(&path).send().await;
-            assert_sane(&response, &format!("GET {path}"));
+        let hostile = sample(&mut runner, &text);
+        for (endpoint, params) in endpoints {
+            for bad in params.iter() {
+                let query: Vec<String> = params
+                    .iter()
+                    .map(|name| {
+                        let value = if name == bad {
+                            hostile.clone()
+                        } else {
+                            valid(name)
+                        };
+                        format!("{name}={}", encode(&value))
+                    })
+                    .collect();
+                let path = format!("{}?{}", endpoint.replace("{id}", &user_id), query.join("&"));
+                assert_sane(&app.get(&path).send().await, &format!("GET {path}"));
+            }
         }
-        let patch = app
-            .patch(&format!("/v4/user/{user_id}"))
-            .json(json!({"givenName": start, "timezone": zone, "slug": end}))
-            .send()
-            .await;
-        assert_sane(&patch, "PATCH /v4/user/{id}");
+        for path in [
+            format!("/v4/user/{}", encode(&hostile)),
+            format!("/v4/user/{user_id}?asOf={}", encode(&hostile)),
+            format!("/v4/user/{}/history", encode(&hostile)),
+        ] {
+            assert_sane(&app.get(&path).send().await, &format!("GET {path}"));
+        }
+        for field in ["givenName", "familyName", "timezone", "slug"] {
+            let patch = app
+                .patch(&format!("/v4/user/{user_id}"))
+                .json(json!({ field: hostile }))
+                .send()
+                .await;
+            assert_sane(&patch, &format!("PATCH {field}={hostile:?}"));
+        }
     }
     app.stop().await;
 }
