@@ -102,6 +102,9 @@ impl RebuildProgress for Silent {
     fn swapping(&mut self) {}
 }
 
+/// How long the swap waits for the live leaders to finish their batch.
+const CHECKPOINT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Rebuilds `projectors` from position 0 and swaps them in. `owner` must connect as the
 /// tables' owner (DDL).
 pub async fn rebuild(
@@ -197,10 +200,14 @@ pub async fn rebuild(
         .await?;
         events = swapped.1;
         let position = swapped.0;
+        // The swap committed: the rebuild succeeded whatever happens to the old tables now.
         for table in &tables {
-            connection
+            if let Err(error) = connection
                 .execute(format!("DROP TABLE IF EXISTS {RETIRED_SCHEMA}.{table}").as_str())
-                .await?;
+                .await
+            {
+                tracing::warn!(%error, table, "could not drop the retired table; the next rebuild will");
+            }
         }
         let seconds = started.elapsed().as_secs_f64();
         Ok(RebuildReport {
@@ -247,6 +254,19 @@ async fn create_shadows(connection: &mut PgConnection, tables: &[&str]) -> Resul
                 .as_str(),
             )
             .await?;
+        // `LIKE … INCLUDING ALL` leaves out storage parameters (the migrations tune
+        // autovacuum per table): carry them over too.
+        let options: Option<String> = sqlx::query_scalar(
+            "SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = $1::regclass",
+        )
+        .bind(format!("public.{table}"))
+        .fetch_one(&mut *connection)
+        .await?;
+        if let Some(options) = options.filter(|o| !o.is_empty()) {
+            connection
+                .execute(format!("ALTER TABLE {SHADOW_SCHEMA}.{table} SET ({options})").as_str())
+                .await?;
+        }
     }
     Ok(())
 }
@@ -339,10 +359,12 @@ async fn swap(
         let mut applied_total = events;
         let mut tx = connection.begin().await?;
         let result = async {
+            // Only readers of the live tables must not wait on the swap for long; the live
+            // leaders' checkpoint rows may take a whole batch to free.
             tx.execute(
                 format!(
                     "SET LOCAL lock_timeout = '{}ms'; SET LOCAL search_path = {SHADOW_SCHEMA}, public",
-                    options.swap_lock_timeout.as_millis()
+                    CHECKPOINT_LOCK_TIMEOUT.as_millis()
                 )
                 .as_str(),
             )
@@ -360,6 +382,11 @@ async fn swap(
                     break;
                 }
             }
+            tx.execute(
+                format!("SET LOCAL lock_timeout = '{}ms'", options.swap_lock_timeout.as_millis())
+                    .as_str(),
+            )
+            .await?;
             for table in tables {
                 let old_indexes = index_names(&mut tx, "public", table).await?;
                 tx.execute(

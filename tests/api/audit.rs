@@ -34,7 +34,17 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
         .fetch_one(&app.owner)
         .await
         .unwrap();
-        tables.push(json!({ table: rows }));
+        // The table's shape, not only its rows: storage options and index names survive too.
+        let (options, indexes): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT reloptions::text FROM pg_class WHERE oid = ('public.' || $1)::regclass), \
+                    (SELECT string_agg(indexname || ' ' || indexdef, '; ' ORDER BY indexname) \
+                     FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1)",
+        )
+        .bind(table)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+        tables.push(json!({ table: rows, "options": options, "indexes": indexes }));
     }
     tables
 }
