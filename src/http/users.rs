@@ -34,8 +34,8 @@ use crate::commands::{CommandContext, CommandError, IdempotencyKey, Outcome};
 pub const USER_READ_MODELS: &[&str] = &[users::NAME, bookable_windows::NAME];
 
 /// Derived slugs race with concurrent creations of namesakes; each lost race moves on to
-/// the next free suffix.
-const SLUG_ATTEMPTS: u32 = 64;
+/// the next free suffix (the first attempt tries the bare derived slug without a lookup).
+const SLUG_ATTEMPTS: u32 = 65;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -195,7 +195,9 @@ pub async fn create_user(
 
     let mut attempt = 0;
     let outcome = loop {
-        let taken_user_slugs: BTreeSet<String> = if explicit_slug {
+        // The first attempt assumes the derived slug is free (most are) and spares the
+        // lookup; a taken one costs a refused append, then the lookup finds the next free.
+        let taken_user_slugs: BTreeSet<String> = if explicit_slug || attempt == 0 {
             BTreeSet::new()
         } else {
             state
