@@ -1,5 +1,5 @@
 //! The event store: appends events with their claims, idempotency key, sealed personal fields
-//! and hashes in one transaction, and loads aggregates back.
+//! and hashes atomically (one statement, see `append`), and loads aggregates back.
 //!
 //! Reading a stream goes through postgres-es's `PostgresEventRepository`; the append is ours,
 //! because postgres-es cannot put claims, idempotency keys or hashes into its transaction,
@@ -7,6 +7,7 @@
 //! conflict. Here a violated claim is a typed [`AppendError::ClaimTaken`], and a concurrency
 //! conflict is [`AppendError::Conflict`], which the command bus retries.
 
+mod append;
 pub mod hash;
 mod repository;
 
@@ -20,9 +21,10 @@ use postgres_es::PostgresEventRepository;
 use projections::keyring::{self, DataKey, Keyring};
 use projections::log::{LogPosition, parse_xid};
 use serde_json::Value;
-use sqlx::{Acquire, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use append::{EventRow, LogWrite};
 use hash::{GENESIS, Hash, HashedFields};
 
 /// Who caused an append; stored as each event's metadata.
@@ -191,63 +193,28 @@ impl EventStore {
         })
     }
 
-    /// Appends `batch` in its own transaction. Waking projectors is the caller's part
-    /// (`AppendSignal`), after the commit.
+    /// Appends `batch` atomically, committed on return. Waking projectors is the caller's
+    /// part (`AppendSignal`), after the append.
     pub async fn append(&self, batch: &AppendBatch) -> Result<Appended, AppendError> {
         let mut connection = self.pool.acquire().await?;
-        let mut tx = connection.begin().await?;
-        let appended = self
-            .append_in(&mut tx, batch)
-            .await
-            .map_err(racing_is_conflict)?;
-        tx.commit()
-            .await
-            .map_err(AppendError::from)
-            .map_err(racing_is_conflict)?;
-        Ok(appended)
+        self.append_in(&mut connection, batch).await
     }
 
-    /// Appends `batch` inside the caller's transaction (tests use this to hold a writer open).
-    /// On any error the caller must roll back: partial work may have been done.
+    /// Appends `batch` on `connection`: the reads an existing stream needs (its last hash, its
+    /// data key), then one statement writing everything ([`append::LogWrite`]). Outside a
+    /// transaction that statement commits on its own; inside the caller's (tests hold a
+    /// writer open this way) it commits with it.
     pub async fn append_in(
         &self,
-        tx: &mut PgConnection,
+        connection: &mut PgConnection,
         batch: &AppendBatch,
     ) -> Result<Appended, AppendError> {
-        if let Some(record) = &batch.idempotency {
-            let aggregate_id = batch
-                .streams
-                .first()
-                .map(|s| s.aggregate_id.as_str())
-                .unwrap_or("");
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (company_id, key, aggregate_id, request_fingerprint, response_status, \
-                 response_body) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1",
-            )
-            .bind(record.company_id)
-            .bind(&record.key)
-            .bind(aggregate_id)
-            .bind(&record.fingerprint)
-            .bind(record.status as i16)
-            .bind(&record.body)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if inserted.is_none() {
-                return Err(AppendError::IdempotencyKeyTaken);
-            }
-        }
-
-        for stream in &batch.streams {
-            apply_claims(tx, stream).await?;
-        }
-
-        let metadata = &batch.metadata;
+        let mut write = LogWrite::default();
         let recorded_at = hash::to_micros(batch.recorded_at);
-        let mut rows = EventRows::default();
-        let mut erase = Vec::new();
         for stream in &batch.streams {
-            let key = self.data_key_for(tx, stream).await?;
-            let mut previous = previous_hash(tx, stream).await?;
+            write.effects_of(stream);
+            let key = self.data_key_for(connection, stream, &mut write).await?;
+            let mut previous = previous_hash(connection, stream).await?;
             for (offset, event) in stream.events.iter().enumerate() {
                 let mut payload = event.payload.clone();
                 if let Some(key) = &key {
@@ -272,77 +239,52 @@ impl EventStore {
                         company_id: batch.company_id,
                         recorded_at,
                         payload: &payload,
-                        metadata,
+                        metadata: &batch.metadata,
                     },
                 );
-                rows.push(
-                    stream,
-                    event,
-                    sequence,
-                    payload,
-                    metadata,
-                    event_id,
-                    recorded_at,
-                    batch.company_id,
-                    previous,
+                write.event(
+                    EventRow {
+                        stream,
+                        event,
+                        sequence,
+                        payload,
+                        event_id,
+                        hash: previous,
+                    },
+                    batch,
                 );
-                if event.effects.contains(&StoreEffect::EraseDataSubject) {
-                    erase.push(stream.aggregate_id.clone());
-                }
             }
         }
-
-        let inserted = rows.insert(tx).await?;
-        if inserted.len() != rows.len() {
-            return Err(AppendError::Conflict);
-        }
-        if !erase.is_empty() {
-            sqlx::query("DELETE FROM data_keys WHERE subject_id = ANY($1)")
-                .bind(&erase)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM idempotency_keys WHERE aggregate_id = ANY($1)")
-                .bind(&erase)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let position = inserted.into_iter().max().unwrap_or_default();
-        Ok(Appended {
-            position,
-            events: rows.len(),
-        })
+        write.run(connection, batch).await
     }
 
-    /// The data key sealing this stream's personal fields, created on first need. `None`
-    /// when no event of the append has personal fields.
-    async fn data_key_for(
+    /// The data key sealing this stream's personal fields: the stored one, or a new one the
+    /// append will store. `None` when no event of the append has personal fields.
+    async fn data_key_for<'a>(
         &self,
-        tx: &mut PgConnection,
-        stream: &StreamAppend,
+        connection: &mut PgConnection,
+        stream: &'a StreamAppend,
+        write: &mut LogWrite<'a>,
     ) -> Result<Option<DataKey>, AppendError> {
         if stream.events.iter().all(|e| e.personal_fields.is_empty()) {
             return Ok(None);
         }
         let subject = &stream.aggregate_id;
         // A stream's first append cannot have a key yet: skip the lookup (one round trip of
-        // every user creation). If the key exists anyway (an id reused), the insert below
-        // fails rather than overwrite it.
+        // every user creation). If the key exists anyway (an id reused), the insert fails
+        // rather than overwrite it.
         if stream.expected_sequence > 0 {
             let existing: Option<Vec<u8>> =
                 sqlx::query_scalar("SELECT wrapped_key FROM data_keys WHERE subject_id = $1")
                     .bind(subject)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *connection)
                     .await?;
             if let Some(wrapped) = existing {
                 return Ok(Some(self.keyring.unwrap_data_key(subject, &wrapped)?));
             }
         }
         let (key, wrapped) = self.keyring.new_data_key(subject);
-        sqlx::query("INSERT INTO data_keys (subject_id, wrapped_key) VALUES ($1, $2)")
-            .bind(subject)
-            .bind(wrapped)
-            .execute(&mut *tx)
-            .await?;
+        write.data_key(subject, wrapped);
         Ok(Some(key))
     }
 
@@ -420,93 +362,12 @@ impl EventStore {
     }
 }
 
-/// Releases, then takes, the claims of one stream's events. A claim held by anyone else
-/// fails the append with the first such claim's kind.
-/// A deadlock or serialization failure between two appends (two users swapping slugs each
-/// wait for the other's released claim) is a race like any other: reload and decide again.
-fn racing_is_conflict(error: AppendError) -> AppendError {
-    match &error {
-        AppendError::Database(sqlx::Error::Database(db))
-            if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
-        {
-            AppendError::Conflict
-        }
-        _ => error,
-    }
-}
-
-async fn apply_claims(tx: &mut PgConnection, stream: &StreamAppend) -> Result<(), AppendError> {
-    let mut claims = Vec::new();
-    for effect in stream.events.iter().flat_map(|e| &e.effects) {
-        match effect {
-            StoreEffect::Release { kind, owner } => {
-                sqlx::query("DELETE FROM claims WHERE kind = $1 AND owner_id = $2")
-                    .bind(kind.as_str())
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            StoreEffect::ReleaseAll => {
-                sqlx::query("DELETE FROM claims WHERE aggregate_type = $1 AND aggregate_id = $2")
-                    .bind(&stream.aggregate_type)
-                    .bind(&stream.aggregate_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            StoreEffect::Claim(claim) => claims.push(claim),
-            StoreEffect::EraseDataSubject => {}
-        }
-    }
-    if claims.is_empty() {
-        return Ok(());
-    }
-    let kinds: Vec<&str> = claims.iter().map(|c| c.kind.as_str()).collect();
-    let scopes: Vec<&str> = claims.iter().map(|c| c.scope.as_str()).collect();
-    let values: Vec<&str> = claims.iter().map(|c| c.value.as_str()).collect();
-    let owners: Vec<&str> = claims.iter().map(|c| c.owner.as_str()).collect();
-    let taken: Vec<(String, String, String)> = sqlx::query_as(
-        "INSERT INTO claims (kind, scope, value, owner_id, aggregate_type, aggregate_id) \
-         SELECT k, s, v, o, $5, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(k, s, v, o) \
-         ON CONFLICT DO NOTHING RETURNING kind, scope, value",
-    )
-    .bind(&kinds)
-    .bind(&scopes)
-    .bind(&values)
-    .bind(&owners)
-    .bind(&stream.aggregate_type)
-    .bind(&stream.aggregate_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    if let Some(refused) = claims.iter().find(|claim| {
-        !taken
-            .iter()
-            .any(|(k, s, v)| k == claim.kind.as_str() && *s == claim.scope && *v == claim.value)
-    }) {
-        // Held by this very aggregate: a concurrent command on it took the claim first, so
-        // this command decided on a stale state. That is a conflict, not someone else's value.
-        let holder: Option<(String, String)> = sqlx::query_as(
-            "SELECT aggregate_type, aggregate_id FROM claims WHERE kind = $1 AND scope = $2 AND value = $3",
-        )
-        .bind(refused.kind.as_str())
-        .bind(&refused.scope)
-        .bind(&refused.value)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if holder.is_some_and(|(aggregate_type, aggregate_id)| {
-            aggregate_type == stream.aggregate_type && aggregate_id == stream.aggregate_id
-        }) {
-            return Err(AppendError::Conflict);
-        }
-        return Err(AppendError::ClaimTaken {
-            kind: refused.kind,
-            scope: refused.scope.clone(),
-            value: refused.value.clone(),
-        });
-    }
-    Ok(())
-}
-
-async fn previous_hash(tx: &mut PgConnection, stream: &StreamAppend) -> Result<Hash, AppendError> {
+/// The hash of the event the stream's new events follow; a stream shorter than expected
+/// lost a race.
+async fn previous_hash(
+    connection: &mut PgConnection,
+    stream: &StreamAppend,
+) -> Result<Hash, AppendError> {
     if stream.expected_sequence == 0 {
         return Ok(GENESIS);
     }
@@ -516,91 +377,9 @@ async fn previous_hash(tx: &mut PgConnection, stream: &StreamAppend) -> Result<H
     .bind(&stream.aggregate_type)
     .bind(&stream.aggregate_id)
     .bind(stream.expected_sequence)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *connection)
     .await?;
     stored
         .and_then(|bytes| Hash::try_from(bytes.as_slice()).ok())
         .ok_or(AppendError::Conflict)
-}
-
-/// Column arrays for one multi-row insert.
-#[derive(Default)]
-struct EventRows {
-    aggregate_types: Vec<String>,
-    aggregate_ids: Vec<String>,
-    sequences: Vec<i64>,
-    event_types: Vec<String>,
-    event_versions: Vec<String>,
-    payloads: Vec<Value>,
-    metadata: Vec<Value>,
-    event_ids: Vec<Uuid>,
-    recorded_ats: Vec<DateTime<Utc>>,
-    company_ids: Vec<Option<Uuid>>,
-    hashes: Vec<Vec<u8>>,
-}
-
-impl EventRows {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        stream: &StreamAppend,
-        event: &PendingEvent,
-        sequence: i64,
-        payload: Value,
-        metadata: &Value,
-        event_id: Uuid,
-        recorded_at: DateTime<Utc>,
-        company_id: Option<Uuid>,
-        hash: Hash,
-    ) {
-        self.aggregate_types.push(stream.aggregate_type.clone());
-        self.aggregate_ids.push(stream.aggregate_id.clone());
-        self.sequences.push(sequence);
-        self.event_types.push(event.event_type.clone());
-        self.event_versions.push(event.event_version.clone());
-        self.payloads.push(payload);
-        self.metadata.push(metadata.clone());
-        self.event_ids.push(event_id);
-        self.recorded_ats.push(recorded_at);
-        self.company_ids.push(company_id);
-        self.hashes.push(hash.to_vec());
-    }
-
-    fn len(&self) -> usize {
-        self.sequences.len()
-    }
-
-    /// Inserts every row in one statement; a row whose (aggregate, sequence) exists is
-    /// skipped, so fewer returned positions than rows means a concurrent writer won.
-    async fn insert(&self, tx: &mut PgConnection) -> Result<Vec<LogPosition>, AppendError> {
-        let rows = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
-             metadata, event_id, recorded_at, company_id, hash) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], \
-                                  $7::jsonb[], $8::uuid[], $9::timestamptz[], $10::uuid[], $11::bytea[]) \
-             ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING \
-             RETURNING global_position, tx_id::text AS tx_id_text",
-        )
-        .bind(&self.aggregate_types)
-        .bind(&self.aggregate_ids)
-        .bind(&self.sequences)
-        .bind(&self.event_types)
-        .bind(&self.event_versions)
-        .bind(&self.payloads)
-        .bind(&self.metadata)
-        .bind(&self.event_ids)
-        .bind(&self.recorded_ats)
-        .bind(&self.company_ids)
-        .bind(&self.hashes)
-        .fetch_all(&mut *tx)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LogPosition {
-                    tx_id: parse_xid(&row.try_get::<String, _>("tx_id_text")?),
-                    position: row.try_get("global_position")?,
-                })
-            })
-            .collect()
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use aggregates::effects::ClaimKind;
+use aggregates::effects::{Claim, ClaimKind, StoreEffect};
 use aggregates::input::Raw;
 use aggregates::user::{UpdateProfile, User, UserCommand};
 use cqrs_es::persist::PersistedEventStore;
@@ -202,6 +202,112 @@ async fn a_claim_violation_is_a_typed_error_not_a_concurrency_conflict() {
         Ok(_) => panic!("a taken slug was accepted"),
     }
     assert_eq!(app.count_events(&user_id.to_string()).await, 0);
+    app.stop().await;
+}
+
+fn slug_claimed(user_id: &str, slug: &str) -> PendingEvent {
+    PendingEvent {
+        event_type: "UserSlugChanged".into(),
+        event_version: "1".into(),
+        payload: json!({"slug": slug, "at": "2026-01-01T00:00:00Z"}),
+        effects: vec![StoreEffect::Claim(Claim {
+            kind: ClaimKind::UserSlug,
+            scope: String::new(),
+            value: slug.into(),
+            owner: user_id.into(),
+        })],
+        personal_fields: &[],
+    }
+}
+
+fn one_stream(app: &crate::helpers::TestApp, stream: StreamAppend) -> AppendBatch {
+    AppendBatch {
+        streams: vec![stream],
+        metadata: json!({"origin": "test"}),
+        company_id: Some(app.company.company_id),
+        idempotency: None,
+        recorded_at: app.clock_now(),
+    }
+}
+
+/// The store names the first claim held by someone else, in the order the events ask for
+/// them, and keeps none of the append's other claims.
+#[tokio::test]
+async fn a_refused_append_names_the_first_claim_held_elsewhere_and_keeps_none_of_its_claims() {
+    let app = spawn_app().await;
+    app.create_user(
+        json!({"email": "holder@example.com", "givenName": "Slug", "familyName": "Holder",
+        "timezone": "UTC", "slug": "held-slug"}),
+    )
+    .await;
+    let user = app
+        .create_user(user_body("mover@example.com", "Slug", "Mover"))
+        .await;
+    let user_id = user["userId"].as_str().unwrap().to_string();
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    let result = store
+        .append(&one_stream(
+            &app,
+            StreamAppend {
+                aggregate_type: "User".into(),
+                aggregate_id: user_id.clone(),
+                expected_sequence: 3,
+                events: vec![
+                    slug_claimed(&user_id, "free-slug"),
+                    slug_claimed(&user_id, "held-slug"),
+                ],
+            },
+        ))
+        .await;
+    match result {
+        Err(AppendError::ClaimTaken { kind, scope, value }) => {
+            assert_eq!(
+                (kind, scope.as_str(), value.as_str()),
+                (ClaimKind::UserSlug, "", "held-slug")
+            );
+        }
+        other => panic!("expected the held slug to be named, got {other:?}"),
+    }
+    let free_claims: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM claims WHERE value = 'free-slug'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        free_claims, 0,
+        "the refused append's other claim was not kept"
+    );
+    assert_eq!(sequences(&app, &user_id).await, vec![1, 2, 3]);
+    app.stop().await;
+}
+
+/// A claim already held by the appending aggregate itself means a concurrent command on it
+/// took the claim first: this command decided on a stale state and must decide again. It
+/// is not "someone else's value".
+#[tokio::test]
+async fn a_claim_the_aggregate_itself_holds_is_a_conflict_not_a_taken_value() {
+    let app = spawn_app().await;
+    let user = app
+        .create_user(
+            json!({"email": "self@example.com", "givenName": "Self", "familyName": "Holder",
+            "timezone": "UTC", "slug": "my-own-slug"}),
+        )
+        .await;
+    let user_id = user["userId"].as_str().unwrap().to_string();
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    let result = store
+        .append(&one_stream(
+            &app,
+            StreamAppend {
+                aggregate_type: "User".into(),
+                aggregate_id: user_id.clone(),
+                expected_sequence: 3,
+                events: vec![slug_claimed(&user_id, "my-own-slug")],
+            },
+        ))
+        .await;
+    assert!(matches!(result, Err(AppendError::Conflict)), "{result:?}");
+    assert_eq!(sequences(&app, &user_id).await, vec![1, 2, 3]);
     app.stop().await;
 }
 
