@@ -12,8 +12,10 @@
 -- queries, which is safe because the events' primary key refuses a stale sequence.
 --
 -- Failures are raised, which rolls back everything the call wrote:
---   KA001  a claim is held by another aggregate; DETAIL is {"kind","scope","value"} of the
---          first such claim in the order given;
+--   KA001  a claim is held by another aggregate; DETAIL is the 1-based index, in the claim
+--          arrays, of the first such claim. Only the index: a raised error lands in the
+--          server log, and a claim's value can be an email, which must not outlive its
+--          owner's erasure there;
 --   KA002  the idempotency key was stored meanwhile by a concurrent request;
 --   40001  (serialization_failure) another writer got there first: an event's sequence is
 --          taken, or a claim is held by this very aggregate (a concurrent command on it won).
@@ -51,7 +53,7 @@ CREATE FUNCTION append_to_log(
 ) RETURNS TABLE (appended_tx_id text, appended_position bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    refused  record;
+    refused_at bigint;
     inserted bigint;
     last_tx  text;
     last_pos bigint;
@@ -90,7 +92,7 @@ BEGIN
             -- By another aggregate: that value is taken. Only by this one: a concurrent
             -- command on this aggregate took it first, and this command decided on a stale
             -- state.
-            SELECT w.kind, w.scope, w.value INTO refused
+            SELECT w.n INTO refused_at
             FROM unnest(claim_kinds, claim_scopes, claim_values,
                         claim_aggregate_types, claim_aggregate_ids)
                  WITH ORDINALITY AS w(kind, scope, value, aggregate_type, aggregate_id, n)
@@ -100,9 +102,7 @@ BEGIN
             LIMIT 1;
             IF FOUND THEN
                 RAISE EXCEPTION 'claim taken'
-                    USING ERRCODE = 'KA001',
-                          DETAIL = json_build_object('kind', refused.kind, 'scope', refused.scope,
-                                                     'value', refused.value)::text;
+                    USING ERRCODE = 'KA001', DETAIL = refused_at::text;
             END IF;
             RAISE EXCEPTION 'concurrent change: the aggregate took this claim meanwhile'
                 USING ERRCODE = 'serialization_failure';

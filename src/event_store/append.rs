@@ -2,7 +2,7 @@
 //! the `append_to_log` function (`migrations/…0004_append_function.sql`), and its failures
 //! turned back into [`AppendError`]s.
 
-use aggregates::effects::{Claim, ClaimKind, StoreEffect};
+use aggregates::effects::{Claim, StoreEffect};
 use chrono::{DateTime, Utc};
 use projections::log::{LogPosition, parse_xid};
 use serde_json::Value;
@@ -157,15 +157,14 @@ impl<'a> LogWrite<'a> {
         }
     }
 
-    /// The claim named by a `KA001` error's detail, `{"kind","scope","value"}`.
+    /// The claim a `KA001` error's detail points at: its 1-based index in the claim arrays.
     fn refused_claim(&self, detail: &str) -> Option<AppendError> {
-        let detail: Value = serde_json::from_str(detail).ok()?;
-        let text = |field: &str| detail.get(field).and_then(Value::as_str);
-        let kind = ClaimKind::parse(text("kind")?)?;
+        let index: usize = detail.parse().ok()?;
+        let (claim, _) = self.claims.get(index.checked_sub(1)?)?;
         Some(AppendError::ClaimTaken {
-            kind,
-            scope: text("scope")?.to_owned(),
-            value: text("value")?.to_owned(),
+            kind: claim.kind,
+            scope: claim.scope.clone(),
+            value: claim.value.clone(),
         })
     }
 }

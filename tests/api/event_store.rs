@@ -281,6 +281,43 @@ async fn a_refused_append_names_the_first_claim_held_elsewhere_and_keeps_none_of
     app.stop().await;
 }
 
+/// A raised error goes to the database server's log, which erasure cannot reach: the
+/// append function's refusal names the claim by its index, never by its value (an email).
+#[tokio::test]
+async fn a_refused_claim_puts_no_claimed_value_into_the_database_error() {
+    let app = spawn_app().await;
+    app.create_user(user_body("private@example.com", "Private", "Person"))
+        .await;
+    let refused = sqlx::query(
+        "SELECT * FROM append_to_log(NULL, NULL, '', NULL, NULL, NULL, '{}', '{}', '{}', '{}', \
+         ARRAY['user-email'], ARRAY[$1], ARRAY['private@example.com'], ARRAY['someone'], \
+         ARRAY['User'], ARRAY['someone'], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
+         '{}', '{}', '{}', '{}', '{}')",
+    )
+    .bind(app.company.company_id.to_string())
+    .fetch_all(&app.pool)
+    .await
+    .expect_err("the email is taken");
+    let error = refused
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+        .expect("a database error");
+    assert_eq!(error.code(), "KA001");
+    assert_eq!(error.detail(), Some("1"), "the refused claim's index");
+    let said = format!(
+        "{} {:?} {:?} {:?}",
+        error.message(),
+        error.detail(),
+        error.hint(),
+        error.r#where()
+    );
+    assert!(
+        !said.contains("private"),
+        "the error names the email: {said}"
+    );
+    app.stop().await;
+}
+
 /// A claim already held by the appending aggregate itself means a concurrent command on it
 /// took the claim first: this command decided on a stale state and must decide again. It
 /// is not "someone else's value".
