@@ -10,7 +10,9 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 use futures::future::join_all;
 use kairos::commands::{CommandContext, CommandError};
-use kairos::event_store::{AppendBatch, AppendError, EventStore, PendingEvent, StreamAppend};
+use kairos::event_store::{
+    AppendBatch, AppendError, Appended, EventStore, PendingEvent, StreamAppend,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -220,14 +222,27 @@ fn slug_claimed(user_id: &str, slug: &str) -> PendingEvent {
     }
 }
 
-fn one_stream(app: &crate::helpers::TestApp, stream: StreamAppend) -> AppendBatch {
-    AppendBatch {
-        streams: vec![stream],
-        metadata: json!({"origin": "test"}),
-        company_id: Some(app.company.company_id),
-        idempotency: None,
-        recorded_at: app.clock_now(),
-    }
+/// Appends `events` straight to the store after a freshly created user's three events.
+async fn append_to_new_user(
+    app: &crate::helpers::TestApp,
+    user_id: &str,
+    events: Vec<PendingEvent>,
+) -> Result<Appended, AppendError> {
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    store
+        .append(&AppendBatch {
+            streams: vec![StreamAppend {
+                aggregate_type: "User".into(),
+                aggregate_id: user_id.into(),
+                expected_sequence: 3,
+                events,
+            }],
+            metadata: json!({"origin": "test"}),
+            company_id: Some(app.company.company_id),
+            idempotency: None,
+            recorded_at: app.clock_now(),
+        })
+        .await
 }
 
 /// The store names the first claim held by someone else, in the order the events ask for
@@ -244,21 +259,15 @@ async fn a_refused_append_names_the_first_claim_held_elsewhere_and_keeps_none_of
         .create_user(user_body("mover@example.com", "Slug", "Mover"))
         .await;
     let user_id = user["userId"].as_str().unwrap().to_string();
-    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
-    let result = store
-        .append(&one_stream(
-            &app,
-            StreamAppend {
-                aggregate_type: "User".into(),
-                aggregate_id: user_id.clone(),
-                expected_sequence: 3,
-                events: vec![
-                    slug_claimed(&user_id, "free-slug"),
-                    slug_claimed(&user_id, "held-slug"),
-                ],
-            },
-        ))
-        .await;
+    let result = append_to_new_user(
+        &app,
+        &user_id,
+        vec![
+            slug_claimed(&user_id, "free-slug"),
+            slug_claimed(&user_id, "held-slug"),
+        ],
+    )
+    .await;
     match result {
         Err(AppendError::ClaimTaken { kind, scope, value }) => {
             assert_eq!(
@@ -331,18 +340,8 @@ async fn a_claim_the_aggregate_itself_holds_is_a_conflict_not_a_taken_value() {
         )
         .await;
     let user_id = user["userId"].as_str().unwrap().to_string();
-    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
-    let result = store
-        .append(&one_stream(
-            &app,
-            StreamAppend {
-                aggregate_type: "User".into(),
-                aggregate_id: user_id.clone(),
-                expected_sequence: 3,
-                events: vec![slug_claimed(&user_id, "my-own-slug")],
-            },
-        ))
-        .await;
+    let result =
+        append_to_new_user(&app, &user_id, vec![slug_claimed(&user_id, "my-own-slug")]).await;
     assert!(matches!(result, Err(AppendError::Conflict)), "{result:?}");
     assert_eq!(sequences(&app, &user_id).await, vec![1, 2, 3]);
     app.stop().await;
