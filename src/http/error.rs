@@ -174,6 +174,16 @@ impl From<sqlx::Error> for ApiError {
                 // statement_timeout: the database is overloaded, not the request malformed.
                 ApiError::Unavailable(error.to_string())
             }
+            // Class 08 (connection exception) and 57P01–57P05 (the server is shutting down,
+            // restarting or not yet accepting): the database went away under a pooled
+            // connection, which is then discarded. A retry will find a fresh one.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            {
+                ApiError::Unavailable(error.to_string())
+            }
             _ => ApiError::Internal(error.to_string()),
         }
     }

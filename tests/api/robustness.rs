@@ -258,3 +258,41 @@ async fn no_query_or_id_makes_the_read_endpoints_fail_with_a_5xx() {
     }
     app.stop().await;
 }
+
+/// The database drops every connection (a restart, an operator's `pg_terminate_backend`)
+/// right after they were used, so the pool hands them out again without a ping: each such
+/// connection fails one request with 503 at worst, is discarded, and the service recovers.
+/// Never a 500.
+#[tokio::test]
+async fn connections_the_database_drops_answer_503_at_worst_and_the_service_recovers() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/v4/user/me").send().await.status, 200);
+    }
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS terminated",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert!(dropped > 0, "the service's connections were dropped");
+
+    let mut answers = Vec::new();
+    while answers.len() < 200 {
+        let status = app.get("/v4/user/me").send().await.status.as_u16();
+        answers.push(status);
+        if answers.ends_with(&[200, 200, 200]) {
+            break;
+        }
+    }
+    assert!(
+        answers.iter().all(|s| *s == 200 || *s == 503),
+        "only 200 or 503 while connections are replaced: {answers:?}"
+    );
+    assert!(
+        answers.ends_with(&[200, 200, 200]),
+        "the service recovered: {answers:?}"
+    );
+    app.stop().await;
+}
