@@ -165,27 +165,43 @@ impl From<FieldErrors> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => ApiError::Unavailable(error.to_string()),
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                // statement_timeout: the database is overloaded, not the request malformed.
-                ApiError::Unavailable(error.to_string())
-            }
-            // Class 08 (connection exception) and 57P01–57P05 (the server is shutting down,
-            // restarting or not yet accepting): the database went away under a pooled
-            // connection, which is then discarded. A retry will find a fresh one.
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
-            {
-                ApiError::Unavailable(error.to_string())
-            }
-            _ => ApiError::Internal(error.to_string()),
+        if database_unavailable(&error) {
+            ApiError::Unavailable(error.to_string())
+        } else {
+            ApiError::Internal(error.to_string())
         }
+    }
+}
+
+/// Whether `error` says the database cannot serve now, rather than that Kairos is wrong: a
+/// 503, not a 500.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        // 57014: statement_timeout, the database is overloaded. Class 08 (connection
+        // exception) and 57P01–57P05 (shutting down, restarting, not yet accepting): the
+        // database went away under a pooled connection, which is then discarded, so a retry
+        // finds a fresh one.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "57014" || code.starts_with("08") || code.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+/// The database error somewhere in `error`'s chain of causes, if any (errors from other
+/// crates, such as cqrs-es's, carry it boxed).
+pub fn database_cause<'a>(
+    mut error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a sqlx::Error> {
+    loop {
+        if let Some(database) = error.downcast_ref::<sqlx::Error>() {
+            return Some(database);
+        }
+        error = error.source()?;
     }
 }
 

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use cqrs_es::persist::PersistenceError;
 use projections::{bookable_windows, user_profiles, users};
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,10 +25,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Acting;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, database_cause, database_unavailable};
 use super::extract::{AppJson, HashedJson, QueryMap, parse_path_id};
 use super::views::{CreatedUser, UserList, UserView};
 use crate::commands::{CommandContext, CommandError, IdempotencyKey, Outcome};
+use crate::event_store::AppendError;
 
 /// The read models a caller of the user endpoints reads next: a command's answer waits for
 /// them (read-your-writes).
@@ -543,7 +545,12 @@ pub fn command_error<E: std::error::Error>(error: CommandError<E>) -> ApiError {
         CommandError::IdempotencyMismatch => ApiError::Conflict(
             "This Idempotency-Key was already used with a different request".into(),
         ),
-        CommandError::Store(crate::event_store::AppendError::Database(e)) => e.into(),
+        CommandError::Store(AppendError::Database(e)) => e.into(),
+        CommandError::Store(AppendError::Load(
+            PersistenceError::ConnectionError(cause) | PersistenceError::UnknownError(cause),
+        )) if database_cause(cause.as_ref()).is_some_and(database_unavailable) => {
+            ApiError::Unavailable(cause.to_string())
+        }
         CommandError::Store(other) => ApiError::Internal(other.to_string()),
         CommandError::Rejected(e) => ApiError::Internal(format!("unmapped rejection: {e}")),
         CommandError::ClaimTaken { kind, .. } => {
