@@ -18,7 +18,12 @@
 --          owner's erasure there;
 --   KA002  the idempotency key was stored meanwhile by a concurrent request;
 --   40001  (serialization_failure) another writer got there first: an event's sequence is
---          taken, or a claim is held by this very aggregate (a concurrent command on it won).
+--          taken, or a claim is held by this very aggregate (a concurrent command on it won);
+--   22023  (invalid_parameter_value) arrays of one kind differ in length, or no event was
+--          given: a caller's bug, refused before anything is written.
+-- None of them carries a value. The call's parameters do (claims hold emails, the idempotency
+-- record a response body): keep PostgreSQL's parameter logging off for this database
+-- (log_parameter_max_length_on_error = 0, the default; no log_statement with parameters).
 CREATE FUNCTION append_to_log(
     idempotency_company     uuid,
     idempotency_key         text,
@@ -58,6 +63,25 @@ DECLARE
     last_tx  text;
     last_pos bigint;
 BEGIN
+    -- unnest pads shorter arrays with NULLs, and a NOT NULL violation would quote the row
+    -- (values included) in its error: refuse mismatched arrays before touching a table.
+    IF cardinality(release_kinds) <> cardinality(release_owners)
+       OR cardinality(release_all_types) <> cardinality(release_all_ids)
+       OR cardinality(claim_kinds) <> ANY (ARRAY[cardinality(claim_scopes),
+              cardinality(claim_values), cardinality(claim_owners),
+              cardinality(claim_aggregate_types), cardinality(claim_aggregate_ids)])
+       OR cardinality(key_subjects) <> cardinality(key_wrapped)
+       OR cardinality(event_sequences) <> ANY (ARRAY[cardinality(event_aggregate_types),
+              cardinality(event_aggregate_ids), cardinality(event_types),
+              cardinality(event_versions), cardinality(event_payloads),
+              cardinality(event_metadata), cardinality(event_ids),
+              cardinality(event_recorded_ats), cardinality(event_company_ids),
+              cardinality(event_hashes)])
+       OR cardinality(event_sequences) = 0 THEN
+        RAISE EXCEPTION 'append_to_log: the arrays of one kind differ in length, or no event was given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
     IF idempotency_key IS NOT NULL THEN
         INSERT INTO idempotency_keys (company_id, key, aggregate_id, request_fingerprint,
                                       response_status, response_body)
@@ -109,11 +133,6 @@ BEGIN
         END IF;
     END IF;
 
-    IF cardinality(key_subjects) > 0 THEN
-        INSERT INTO data_keys (subject_id, wrapped_key)
-        SELECT * FROM unnest(key_subjects, key_wrapped);
-    END IF;
-
     WITH appended AS (
         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                             payload, metadata, event_id, recorded_at, company_id, hash)
@@ -128,6 +147,13 @@ BEGIN
     IF inserted <> cardinality(event_sequences) THEN
         RAISE EXCEPTION 'concurrent change: another command appended to the same aggregate first'
             USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    -- After the events: a stale first append of a stream (two writers both creating its first
+    -- key) is then refused by the events' primary key as the race it is, not by this key.
+    IF cardinality(key_subjects) > 0 THEN
+        INSERT INTO data_keys (subject_id, wrapped_key)
+        SELECT * FROM unnest(key_subjects, key_wrapped);
     END IF;
 
     IF cardinality(erase_subjects) > 0 THEN

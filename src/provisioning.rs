@@ -199,11 +199,15 @@ pub async fn create_company(
                 .map_err(AppendError::from)?,
         ];
         match bus.commit(streams, &cli_context(company_id), None).await {
-            // Someone took the derived owner slug meanwhile: pick the next one.
-            Err(AppendError::ClaimTaken {
-                kind: ClaimKind::UserSlug,
-                ..
-            }) => continue,
+            // Someone took the derived owner slug meanwhile (or, in a narrower race, held it
+            // and let it go): pick again.
+            Err(
+                AppendError::ClaimTaken {
+                    kind: ClaimKind::UserSlug,
+                    ..
+                }
+                | AppendError::Conflict,
+            ) => continue,
             Err(other) => return Err(other.into()),
             Ok(appended) => {
                 catch_up(bus, appended.position).await?;

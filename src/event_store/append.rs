@@ -43,7 +43,18 @@ impl<'a> LogWrite<'a> {
             match effect {
                 StoreEffect::Release { kind, owner } => self.released.push((kind.as_str(), owner)),
                 StoreEffect::ReleaseAll => self.released_all.push(stream),
-                StoreEffect::Claim(claim) => self.claims.push((claim, stream)),
+                // Asked twice by one aggregate, a claim is taken once: the function would
+                // count the second as refused.
+                StoreEffect::Claim(claim) => {
+                    let again = self.claims.iter().any(|(taken, by)| {
+                        *taken == claim
+                            && by.aggregate_type == stream.aggregate_type
+                            && by.aggregate_id == stream.aggregate_id
+                    });
+                    if !again {
+                        self.claims.push((claim, stream));
+                    }
+                }
                 StoreEffect::EraseDataSubject => self.erased.push(&stream.aggregate_id),
             }
         }

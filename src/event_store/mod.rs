@@ -209,6 +209,13 @@ impl EventStore {
         connection: &mut PgConnection,
         batch: &AppendBatch,
     ) -> Result<Appended, AppendError> {
+        if batch.streams.iter().all(|s| s.events.is_empty()) {
+            // Nothing to record (callers do not ask for this; the function refuses it).
+            return Ok(Appended {
+                position: LogPosition::default(),
+                events: 0,
+            });
+        }
         let mut write = LogWrite::default();
         let recorded_at = hash::to_micros(batch.recorded_at);
         for stream in &batch.streams {

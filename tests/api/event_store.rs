@@ -255,6 +255,11 @@ async fn a_refused_append_names_the_first_claim_held_elsewhere_and_keeps_none_of
         "timezone": "UTC", "slug": "held-slug"}),
     )
     .await;
+    app.create_user(
+        json!({"email": "later@example.com", "givenName": "Later", "familyName": "Holder",
+        "timezone": "UTC", "slug": "later-slug"}),
+    )
+    .await;
     let user = app
         .create_user(user_body("mover@example.com", "Slug", "Mover"))
         .await;
@@ -265,6 +270,7 @@ async fn a_refused_append_names_the_first_claim_held_elsewhere_and_keeps_none_of
         vec![
             slug_claimed(&user_id, "free-slug"),
             slug_claimed(&user_id, "held-slug"),
+            slug_claimed(&user_id, "later-slug"),
         ],
     )
     .await;
@@ -299,11 +305,14 @@ async fn a_refused_claim_puts_no_claimed_value_into_the_database_error() {
         .await;
     let refused = sqlx::query(
         "SELECT * FROM append_to_log(NULL, NULL, '', NULL, NULL, NULL, '{}', '{}', '{}', '{}', \
-         ARRAY['user-email'], ARRAY[$1], ARRAY['private@example.com'], ARRAY['someone'], \
-         ARRAY['User'], ARRAY['someone'], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
-         '{}', '{}', '{}', '{}', '{}')",
+         ARRAY['user-email'], ARRAY[$1], ARRAY[$2], ARRAY['someone'], ARRAY['User'], \
+         ARRAY['someone'], '{}', '{}', ARRAY['User'], ARRAY['someone'], ARRAY[1::int8], \
+         ARRAY['UserCreated'], ARRAY['1'], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb], \
+         ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY[NULL::uuid], \
+         ARRAY[decode(repeat('00', 32), 'hex')], '{}')",
     )
     .bind(app.company.company_id.to_string())
+    .bind("private@example.com")
     .fetch_all(&app.pool)
     .await
     .expect_err("the email is taken");
@@ -324,6 +333,45 @@ async fn a_refused_claim_puts_no_claimed_value_into_the_database_error() {
         !said.contains("private"),
         "the error names the email: {said}"
     );
+    app.stop().await;
+}
+
+/// Arrays of one kind that differ in length (which `unnest` would pad with NULLs) are
+/// refused before anything is written, and so is an append without events.
+#[tokio::test]
+async fn the_append_function_refuses_ragged_arrays_and_empty_appends_writing_nothing() {
+    let app = spawn_app().await;
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let one_event = "ARRAY['User'], ARRAY['ragged'], ARRAY[1::int8], ARRAY['UserCreated'], \
+         ARRAY['1'], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb], ARRAY[gen_random_uuid()], \
+         ARRAY[now()], ARRAY[NULL::uuid], ARRAY[decode(repeat('00', 32), 'hex')]";
+    let no_event = "'{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'";
+    // A claim with a scope but no value; then a valid claim with no event.
+    for (claim_values, events) in [("'{}'", one_event), ("ARRAY['ragged-claim']", no_event)] {
+        let sql = format!(
+            "SELECT * FROM append_to_log(NULL, NULL, '', NULL, NULL, NULL, '{{}}', '{{}}', \
+             '{{}}', '{{}}', ARRAY['user-slug'], ARRAY[''], {claim_values}, ARRAY['ragged'], \
+             ARRAY['User'], ARRAY['ragged'], '{{}}', '{{}}', {events}, '{{}}')"
+        );
+        let refused = sqlx::query(&sql)
+            .fetch_all(&app.pool)
+            .await
+            .expect_err("refused");
+        let code = refused.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("22023"), "{refused}");
+    }
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM claims WHERE owner_id = 'ragged'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!((events_after, claims), (events_before, 0));
     app.stop().await;
 }
 

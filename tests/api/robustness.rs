@@ -275,7 +275,7 @@ async fn connections_the_database_drops_answer_503_at_worst_and_the_service_reco
         let path = user_path.clone();
         let app = &app;
         async move {
-            let response = if n % 2 == 0 {
+            let response = if n.is_multiple_of(2) {
                 app.get("/v4/user/me").send().await
             } else {
                 app.patch(&path)
