@@ -5,7 +5,7 @@
 
 use aggregates::input::FieldErrors;
 use aggregates::user::User;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cqrs_es::Aggregate;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{QueryMap, parse_path_id};
+use super::extract::{PathParam, QueryMap, parse_path_id};
 use super::views::instant;
 
 pub fn routes() -> Router<AppState> {
@@ -178,7 +178,7 @@ pub async fn audit_events(
 pub async fn user_history(
     State(state): State<AppState>,
     acting: Acting,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<Json<EventPage>> {
     let user_id = parse_path_id(&id, "id")?;
     let events = user_events(&state, acting.caller.company_id, user_id).await?;

@@ -10,7 +10,7 @@ use aggregates::slug;
 use aggregates::user::{
     CreatePlatformUser, UpdateProfile, User, UserCommand, UserError, UserEvent, UserType,
 };
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody, database_cause, database_unavailable};
-use super::extract::{AppJson, HashedJson, QueryMap, parse_path_id};
+use super::extract::{AppJson, HashedJson, PathParam, QueryMap, parse_path_id};
 use super::views::{CreatedUser, UserList, UserView};
 use crate::commands::{CommandContext, CommandError, IdempotencyKey, Outcome};
 use crate::event_store::AppendError;
@@ -332,7 +332,7 @@ pub async fn me(State(state): State<AppState>, acting: Acting) -> ApiResult<Json
 pub async fn get_user(
     State(state): State<AppState>,
     acting: Acting,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     QueryMap(query): QueryMap,
 ) -> ApiResult<Json<UserView>> {
     let user_id = parse_path_id(&id, "id")?;
@@ -457,7 +457,7 @@ fn integer_param(
 pub async fn update_user(
     State(state): State<AppState>,
     acting: Acting,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     AppJson(body): AppJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
     let user_id = parse_path_id(&id, "id")?;
@@ -490,7 +490,7 @@ pub async fn update_user(
 pub async fn delete_user(
     State(state): State<AppState>,
     acting: Acting,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<StatusCode> {
     let user_id = parse_path_id(&id, "id")?;
     let command = UserCommand::DeleteUser {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use aggregates::input::FieldErrors;
 use aggregates::slots::resolve_local;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::parse_path_id;
+use super::extract::{PathParam, parse_path_id};
 
 /// The longest range one query may ask for, in days (inclusive of both dates).
 const MAX_RANGE_DAYS: i64 = 62;
@@ -185,7 +185,7 @@ impl WindowsQuery {
 pub async fn bookable_windows(
     State(state): State<AppState>,
     acting: Acting,
-    Path(user_id): Path<String>,
+    PathParam(user_id): PathParam,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let user_id = parse_path_id(&user_id, "userId")?;

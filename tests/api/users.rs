@@ -589,6 +589,17 @@ async fn unknown_and_malformed_ids_are_404_and_400() {
         .send()
         .await
         .assert_error(400, "id must be a UUID");
+    // Not UTF-8 once percent-decoded: still the envelope, not axum's plain text.
+    for path in ["/v4/user/%FF", "/v4/user/%FF/history"] {
+        app.get(path)
+            .send()
+            .await
+            .assert_error(400, "id must be a UUID");
+    }
+    app.get("/v4/user/%C3%28/bookable-windows?startDate=2030-01-07&endDate=2030-01-08")
+        .send()
+        .await
+        .assert_error(400, "userId must be a UUID");
     app.stop().await;
 }
 
