@@ -49,22 +49,23 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// `POST /v4/user`. Fields are `Raw` so that every bad one is reported, whatever its kind.
+/// `POST /v4/user`. Fields are `Raw` so that every bad one is reported, whatever its kind
+/// (hence `serde(default)` everywhere, and `required` said to the schema by hand).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserRequest {
     #[serde(default)]
-    #[schema(value_type = String, example = "john.smith@example.com")]
+    #[schema(value_type = String, example = "john.smith@example.com", required = true)]
     email: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String, example = "John")]
+    #[schema(value_type = String, example = "John", required = true)]
     given_name: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String, example = "Smith")]
+    #[schema(value_type = String, example = "Smith", required = true)]
     family_name: Raw<String>,
     /// IANA time zone name.
     #[serde(default)]
-    #[schema(value_type = String, example = "Europe/Berlin")]
+    #[schema(value_type = String, example = "Europe/Berlin", required = true)]
     timezone: Raw<String>,
     /// Derived from the name when omitted; at least 5 characters, unique installation-wide.
     #[serde(default)]

@@ -4,7 +4,7 @@
 use axum::http::Method;
 use chrono::Duration;
 use kairos::provisioning;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{AppOptions, spawn_app, spawn_app_with, user_body};
 
@@ -338,6 +338,15 @@ async fn health_metrics_and_the_openapi_document_are_served() {
             .get("ErrorBody")
             .is_some()
     );
+    // Section 2: the four fields a creation cannot do without are required in the schema
+    // too, not only in the handler, for clients generated from this document.
+    let mut required: Vec<&str> =
+        openapi.body["components"]["schemas"]["CreateUserRequest"]["required"]
+            .as_array()
+            .map(|fields| fields.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+    required.sort_unstable();
+    assert_eq!(required, ["email", "familyName", "givenName", "timezone"]);
     let docs = app.get("/docs").no_key().send().await;
     assert!(docs.text.contains("/openapi.json"));
     app.stop().await;
