@@ -348,11 +348,21 @@ pub async fn get_user(
                     )
                 })?
                 .with_timezone(&chrono::Utc);
+            // Instants are shown to the second (section 0) but events happen within one: an
+            // instant given to the second covers that whole second, so `asOf=<createdAt>`
+            // finds the user as created. A fractional instant is taken exactly.
+            let through = if as_of.timestamp_subsec_nanos() == 0 {
+                as_of
+                    .checked_add_signed(chrono::Duration::nanoseconds(999_999_999))
+                    .unwrap_or(as_of)
+            } else {
+                as_of
+            };
             let mut user = User::default();
             for event in
                 super::audit::user_events(&state, acting.caller.company_id, user_id).await?
             {
-                if event.recorded_at > as_of {
+                if event.recorded_at > through {
                     break;
                 }
                 let decoded: UserEvent = event

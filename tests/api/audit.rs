@@ -59,13 +59,15 @@ async fn history_lists_a_users_events_in_order_with_their_metadata_and_as_of_sho
         .send()
         .await;
     let user_id = created.body["userId"].as_str().unwrap().to_string();
+    let as_created = app.get(&format!("/v4/user/{user_id}")).send().await;
     let after_creation = app.clock_now();
     app.clock.advance(chrono::Duration::seconds(10));
     let acting = app
         .create_user(user_body("actor@example.com", "Ac", "Tor"))
         .await;
     let actor = acting["userId"].as_str().unwrap();
-    app.patch(&format!("/v4/user/{user_id}"))
+    let renamed = app
+        .patch(&format!("/v4/user/{user_id}"))
         .header("x-request-id", "req-rename")
         .acting_as(actor)
         .json(json!({"givenName": "After"}))
@@ -126,6 +128,21 @@ async fn history_lists_a_users_events_in_order_with_their_metadata_and_as_of_sho
         app.get(&format!("/v4/user/{user_id}")).send().await.body["givenName"],
         "After"
     );
+    // The instants the API showed, to the second (section 0), name the state as of the end
+    // of that second: the user as created, and as renamed. (The events happened within the
+    // second, after the truncated instant.)
+    for (instant, name) in [
+        (&as_created.body["createdAt"], "Before"),
+        (&renamed.body["updatedAt"], "After"),
+    ] {
+        let instant = instant.as_str().unwrap();
+        let then = app
+            .get(&format!("/v4/user/{user_id}?asOf={instant}"))
+            .send()
+            .await;
+        assert_eq!(then.status, 200, "asOf={instant}: {}", then.text);
+        assert_eq!(then.body["givenName"], name, "asOf={instant}");
+    }
     let earlier = (after_creation - chrono::Duration::days(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     app.get(&format!("/v4/user/{user_id}?asOf={earlier}"))
