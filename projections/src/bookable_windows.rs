@@ -133,10 +133,17 @@ impl MeetingTypeWindows {
     ) -> impl Iterator<Item = i64> + '_ {
         let earliest = now + Duration::minutes(i64::from(self.minimum_notice_minutes));
         let horizon = now + Duration::days(i64::from(self.horizon_days));
-        let lower = from.max(earliest).timestamp();
-        let upper = to.min(horizon).timestamp();
+        // Starts are whole seconds and `now` is not: round both bounds up, or a slot at
+        // 10:00:00 would still be offered at 10:00:00.7 (`t < now + notice` drops it).
+        let lower = whole_seconds_up(from.max(earliest));
+        let upper = whole_seconds_up(to.min(horizon));
         starts_in(&self.runs, lower, upper.max(lower))
     }
+}
+
+/// The first whole second at or after `at`, as seconds since the epoch.
+fn whole_seconds_up(at: DateTime<Utc>) -> i64 {
+    at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
 }
 
 /// A user's windows: all its enabled meeting types, and what a query needs besides.
@@ -751,6 +758,37 @@ mod tests {
             back,
             starts.iter().map(DateTime::timestamp).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_start_is_offered_only_from_the_instant_notice_allows_to_the_instant_before_the_horizon() {
+        let windows = MeetingTypeWindows {
+            meeting_type_id: Uuid::nil(),
+            is_default: true,
+            minimum_notice_minutes: 0,
+            horizon_days: 1,
+            runs: vec![Run {
+                start: 1_000,
+                step: 1_800,
+                count: 60,
+            }],
+        };
+        let at = |seconds: i64, millis: u32| {
+            DateTime::from_timestamp(seconds, millis * 1_000_000).expect("in range")
+        };
+        let range = (at(0, 0), at(1_000_000, 0));
+        let offered = |now| {
+            windows
+                .starts_seconds(range.0, range.1, now)
+                .collect::<Vec<_>>()
+        };
+        // Exactly at a start it is offered; 0.7 s later it has begun and is not.
+        assert_eq!(offered(at(1_000, 0)).first(), Some(&1_000));
+        assert_eq!(offered(at(1_000, 700)).first(), Some(&2_800));
+        // The horizon is exclusive: a start 0.3 s before it is offered, one exactly at it not.
+        let last = 1_000 + 1_800 * 48; // now 1_000 + 86_400 s
+        assert_eq!(offered(at(1_000, 0)).last(), Some(&(last - 1_800)));
+        assert_eq!(offered(at(1_000, 300)).last(), Some(&last));
     }
 
     #[test]
