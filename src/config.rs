@@ -97,8 +97,35 @@ impl Config {
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .unwrap_or_else(|| default_public_url(&self.bind))
             .trim_end_matches('/')
             .to_string()
+    }
+}
+
+/// `http://` and the bind address, except that a wildcard host (`0.0.0.0`, `[::]`, the usual
+/// bind in a container) is no address a browser can open: it becomes `localhost`.
+fn default_public_url(bind: &str) -> String {
+    match bind.parse::<std::net::SocketAddr>() {
+        Ok(address) if address.ip().is_unspecified() => {
+            format!("http://localhost:{}", address.port())
+        }
+        _ => format!("http://{bind}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_public_url;
+
+    #[test]
+    fn the_default_public_url_is_the_bind_address_unless_that_is_a_wildcard() {
+        assert_eq!(
+            default_public_url("127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(default_public_url("0.0.0.0:8080"), "http://localhost:8080");
+        assert_eq!(default_public_url("[::]:9000"), "http://localhost:9000");
+        assert_eq!(default_public_url("[::1]:9000"), "http://[::1]:9000");
     }
 }
