@@ -185,9 +185,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Exit status 0: every hash matches; 1: the first broken event is named; 2: the log could
+/// not be read (database unreachable, say), so nothing is known either way: a monitor must
+/// not mistake that for tampering, nor for a pass.
 async fn audit_verify(config: &Config, company: Option<Uuid>, json: bool) -> anyhow::Result<()> {
-    let pool = db::service_pool(&config.database_url, 1, None).await?;
-    let report = crate::audit::verify_chains(&pool, company).await?;
+    let verified = async {
+        let pool = db::service_pool(&config.database_url, 1, None).await?;
+        crate::audit::verify_chains(&pool, company).await
+    };
+    let report = match verified.await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("kairos: error: the log could not be verified: {error:#}");
+            std::process::exit(2);
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }

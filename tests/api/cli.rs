@@ -248,6 +248,28 @@ async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
     app.stop().await;
 }
 
+/// "Cannot check" is not "tampered": a database that cannot be read exits 2, not 1 or 0.
+#[tokio::test]
+async fn audit_verify_exits_2_when_it_cannot_read_the_log() {
+    let app = spawn_app().await;
+    let (cluster, _) = app.db.url.rsplit_once('/').expect("a database URL");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["audit", "verify"])
+        .env("DATABASE_URL", format!("{cluster}/no_such_kairos_database"))
+        .env("KAIROS_MASTER_KEY", &app.master_key)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run kairos");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn projections_rebuild_replays_into_shadows_and_reports_its_rate() {
     let app = spawn_app().await;
