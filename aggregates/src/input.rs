@@ -49,6 +49,11 @@ impl<T> Raw<T> {
         }
     }
 
+    /// Whether the client sent an explicit `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Raw::Null)
+    }
+
     /// Whether the client sent this field at all (even as `null` or with a bad type).
     pub fn is_sent(&self) -> bool {
         !matches!(self, Raw::Missing)

@@ -483,6 +483,12 @@ async fn patching_renames_reslugs_and_moves_the_timezone_and_a_get_shows_it() {
         .send()
         .await;
     assert_eq!(bad.field_errors().len(), 2);
+    // A null cannot clear a field, and is not silently read as "unchanged" either.
+    app.patch(&path)
+        .json(json!({"familyName": null}))
+        .send()
+        .await
+        .assert_error(400, "familyName cannot be null");
     let email = app
         .patch(&path)
         .json(json!({"email": "new@example.com"}))

@@ -370,6 +370,17 @@ impl User {
             );
             return Err(UserError::Invalid(errors));
         }
+        // None of them can be cleared: a `null` is refused, not read as "unchanged".
+        for (field, null) in [
+            ("givenName", update.given_name.is_null()),
+            ("familyName", update.family_name.is_null()),
+            ("slug", update.slug.is_null()),
+            ("timezone", update.timezone.is_null()),
+        ] {
+            if null {
+                errors.push(field, format!("{field} cannot be null"));
+            }
+        }
         let given_name = parse_name(update.given_name, "givenName", false, &mut errors);
         let family_name = parse_name(update.family_name, "familyName", false, &mut errors);
         let timezone = parse_timezone(update.timezone, false, &mut errors);

@@ -364,6 +364,23 @@ async fn an_update_that_changes_nothing_records_nothing() {
 }
 
 #[tokio::test]
+async fn an_update_cannot_clear_a_field_with_null() {
+    UserTest::with(())
+        .given(existing_user())
+        .when_async(UserCommand::UpdateProfile(UpdateProfile {
+            company_id: COMPANY,
+            given_name: Raw::Null,
+            timezone: Raw::Null,
+            ..Default::default()
+        }))
+        .await
+        .then_expect_error(invalid(&[
+            ("givenName", "givenName cannot be null"),
+            ("timezone", "timezone cannot be null"),
+        ]));
+}
+
+#[tokio::test]
 async fn an_empty_update_is_refused() {
     UserTest::with(())
         .given(existing_user())
