@@ -46,10 +46,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for HashedJson<T> {
 }
 
 async fn json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    if !is_json(request.headers().get(CONTENT_TYPE)) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    Bytes::from_request(request, state)
+    let json = is_json(request.headers().get(CONTENT_TYPE));
+    let bytes = Bytes::from_request(request, state)
         .await
         .map_err(|rejection| match rejection {
             BytesRejection::FailedToBufferBody(_)
@@ -58,7 +56,16 @@ async fn json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
                 ApiError::PayloadTooLarge
             }
             _ => ApiError::BadRequest("The request body could not be read".to_string()),
-        })
+        })?;
+    // No body at all is the more useful answer than its missing content type (section 2:
+    // "Empty body is 400"), whatever the headers say.
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field("body", "Request body is required"));
+    }
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Ok(bytes)
 }
 
 /// Parses a JSON object body; public so tests and other extractors share the rules.

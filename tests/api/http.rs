@@ -173,6 +173,15 @@ async fn every_error_the_server_produces_uses_the_envelope() {
     wrong_type.assert_error(415, "Content-Type must be application/json");
     let no_type = app.post("/v4/user").raw_body("{}").send().await;
     no_type.assert_error(415, "Content-Type must be application/json");
+    // No body at all: that is what to say, whatever the content type.
+    let owner = format!("/v4/user/{}", app.company.owner_user_id);
+    for request in [app.post("/v4/user"), app.patch(&owner)] {
+        request
+            .raw_body("")
+            .send()
+            .await
+            .assert_error(400, "Request body is required");
+    }
 
     let huge = json!({"email": "a@example.com", "givenName": "x".repeat(70 * 1024)});
     let too_large = app.post("/v4/user").json(huge).send().await;
