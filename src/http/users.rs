@@ -143,16 +143,16 @@ pub struct MeetingTypeRequest {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateUserRequest {
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     given_name: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     family_name: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     slug: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     timezone: Raw<String>,
 }
 
@@ -340,7 +340,7 @@ pub async fn get_user(
     match query.get("asOf") {
         None => find_user(&state, acting.caller.company_id, user_id).await,
         Some(raw) => {
-            let as_of = chrono::DateTime::parse_from_rfc3339(raw.trim())
+            let as_of = parse_as_of(raw)
                 .map_err(|_| {
                     ApiError::field(
                         "asOf",
@@ -348,9 +348,11 @@ pub async fn get_user(
                     )
                 })?
                 .with_timezone(&chrono::Utc);
-            // Instants are shown to the second (section 0) but events happen within one: an
-            // instant given to the second covers that whole second, so `asOf=<createdAt>`
-            // finds the user as created. A fractional instant is taken exactly.
+            // An event counts from the instant it happened (its own `at`, which `createdAt`
+            // and `updatedAt` show; it is recorded a moment later). Instants are shown to the
+            // second (section 0) but events happen within one: an instant given to the second
+            // covers that whole second, so `asOf=<createdAt>` finds the user as created. A
+            // fractional instant is taken exactly.
             let through = if as_of.timestamp_subsec_nanos() == 0 {
                 as_of
                     .checked_add_signed(chrono::Duration::nanoseconds(999_999_999))
@@ -362,12 +364,12 @@ pub async fn get_user(
             for event in
                 super::audit::user_events(&state, acting.caller.company_id, user_id).await?
             {
-                if event.recorded_at > through {
-                    break;
-                }
                 let decoded: UserEvent = event
                     .decode()
                     .map_err(|e| ApiError::Internal(format!("history of {user_id}: {e}")))?;
+                if decoded.at() > through {
+                    break;
+                }
                 cqrs_es::Aggregate::apply(&mut user, decoded);
             }
             match user.state() {
@@ -376,6 +378,18 @@ pub async fn get_user(
             }
         }
     }
+}
+
+/// An RFC 3339 instant from the query string. A `+` offset sent unencoded arrives as a space
+/// (form decoding), which no RFC 3339 instant has there: read it as the `+` it was.
+fn parse_as_of(raw: &str) -> chrono::ParseResult<chrono::DateTime<chrono::FixedOffset>> {
+    let raw = raw.trim();
+    chrono::DateTime::parse_from_rfc3339(raw).or_else(|error| match raw.rsplit_once(' ') {
+        Some((instant, offset)) => {
+            chrono::DateTime::parse_from_rfc3339(&format!("{instant}+{offset}"))
+        }
+        None => Err(error),
+    })
 }
 
 async fn find_user(state: &AppState, company_id: Uuid, user_id: Uuid) -> ApiResult<Json<UserView>> {

@@ -49,6 +49,56 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
     tables
 }
 
+/// A change is recorded a moment after it happened (the append follows the decision), and
+/// may cross a second boundary: `asOf=<updatedAt as shown>` still finds it, because `asOf`
+/// goes by when the change happened, which is what `updatedAt` shows.
+#[tokio::test]
+async fn as_of_goes_by_when_a_change_happened_not_when_it_was_recorded() {
+    let app = spawn_app().await;
+    let created = app
+        .create_user(user_body("late@example.com", "Early", "Bird"))
+        .await;
+    let user_id = created["userId"].as_str().unwrap();
+    // Renamed at :00.998 of some second, recorded 6 ms later, in the next second.
+    let happened = chrono::DateTime::parse_from_rfc3339("2031-05-06T07:08:09.998Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let renamed = aggregates::user::UserEvent::UserRenamed {
+        given_name: "Late".into(),
+        family_name: "Bird".into(),
+        at: happened,
+    };
+    let stream =
+        kairos::commands::stream_append::<aggregates::user::User>(user_id, 3, &[renamed]).unwrap();
+    kairos::event_store::EventStore::new(app.pool.clone(), app.keyring.clone())
+        .append(&kairos::event_store::AppendBatch {
+            streams: vec![stream],
+            metadata: json!({"origin": "test"}),
+            company_id: Some(app.company.company_id),
+            idempotency: None,
+            recorded_at: happened + chrono::Duration::milliseconds(6),
+        })
+        .await
+        .unwrap();
+    let then = app
+        .get(&format!("/v4/user/{user_id}?asOf=2031-05-06T07:08:09Z"))
+        .send()
+        .await;
+    assert_eq!(then.status, 200, "{}", then.text);
+    assert_eq!(then.body["givenName"], "Late");
+    assert_eq!(then.body["updatedAt"], "2031-05-06T07:08:09Z");
+    // The same second with an offset whose `+` the client did not percent-encode.
+    let unencoded = app
+        .get(&format!(
+            "/v4/user/{user_id}?asOf=2031-05-06T09:08:09+02:00"
+        ))
+        .send()
+        .await;
+    assert_eq!(unencoded.status, 200, "{}", unencoded.text);
+    assert_eq!(unencoded.body["givenName"], "Late");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn history_lists_a_users_events_in_order_with_their_metadata_and_as_of_shows_the_past() {
     let app = spawn_app().await;
