@@ -104,7 +104,8 @@ pub enum ApiKeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute every aggregate's hash chain; exit 1 naming the first event that does not match.
+    /// Recompute every aggregate's hash chain; exit 1 naming the first event that does not
+    /// match, 2 when it cannot check.
     Verify {
         /// Only the aggregates of this company.
         #[arg(long)]
@@ -134,6 +135,19 @@ pub enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl Cli {
+    /// The exit status when the command fails. `audit verify` gives 1 the meaning "a broken
+    /// event" (section 10), so every other failure of it, configuration included, exits 2,
+    /// as `diff` does: 0 same, 1 different, 2 trouble (clap's usage errors exit 2 as well).
+    /// Every other command exits 1.
+    pub fn failure_status(&self) -> u8 {
+        match self.command {
+            Command::Audit(AuditCommand::Verify { .. }) => 2,
+            _ => 1,
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -185,21 +199,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Exit status 0: every hash matches; 1: the first broken event is named; 2: the log could
-/// not be read (database unreachable, say), so nothing is known either way: a monitor must
-/// not mistake that for tampering, nor for a pass.
+/// Exit status 0: every hash matches; 1: the first broken event is named; an error (the log
+/// could not be read, say) exits 2 ([`Cli::failure_status`]): nothing is known either way, and
+/// a monitor must take that neither for tampering nor for a pass.
 async fn audit_verify(config: &Config, company: Option<Uuid>, json: bool) -> anyhow::Result<()> {
     let verified = async {
         let pool = db::service_pool(&config.database_url, 1, None).await?;
         crate::audit::verify_chains(&pool, company).await
     };
-    let report = match verified.await {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("kairos: error: the log could not be verified: {error:#}");
-            std::process::exit(2);
-        }
-    };
+    let report = verified.await.context("the log could not be verified")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }

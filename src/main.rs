@@ -8,11 +8,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = kairos::cli::Cli::parse();
+    let failure = cli.failure_status();
     match kairos::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("kairos: error: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(failure)
         }
     }
 }

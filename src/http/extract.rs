@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -138,7 +139,6 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     }
 }
 
-/// A UUID from a path segment; anything else is 400 naming the parameter.
 /// A route's one path parameter, as text. axum's `Path` answers a parameter that is not
 /// UTF-8 once percent-decoded (`/v4/user/%FF`) with a plain-text 400 of its own; such a
 /// parameter cannot be an id either, so it comes through as U+FFFD and the handler's own
@@ -149,14 +149,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(PathParam(
-            Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_or_else(|_| "\u{FFFD}".to_string(), |Path(value)| value),
-        ))
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error))
+                if matches!(error.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Ok(PathParam("\u{FFFD}".to_string()))
+            }
+            // A route without exactly one parameter: the code's mistake, not the client's.
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
     }
 }
 
+/// A UUID from a path segment; anything else is 400 naming the parameter.
 pub fn parse_path_id(raw: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::field(field, format!("{field} must be a UUID")))
 }

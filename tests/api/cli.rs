@@ -248,25 +248,31 @@ async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
     app.stop().await;
 }
 
-/// "Cannot check" is not "tampered": a database that cannot be read exits 2, not 1 or 0.
+/// "Cannot check" is not "tampered": a database that cannot be read, or no database
+/// configured at all, exits 2, not 1 or 0.
 #[tokio::test]
 async fn audit_verify_exits_2_when_it_cannot_read_the_log() {
     let app = spawn_app().await;
     let (cluster, _) = app.db.url.rsplit_once('/').expect("a database URL");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
-        .args(["audit", "verify"])
-        .env("DATABASE_URL", format!("{cluster}/no_such_kairos_database"))
-        .env("KAIROS_MASTER_KEY", &app.master_key)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run kairos");
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    for (database_url, says) in [
+        (
+            format!("{cluster}/no_such_kairos_database"),
+            "the log could not be verified",
+        ),
+        (String::new(), "DATABASE_URL"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["audit", "verify"])
+            .env("DATABASE_URL", &database_url)
+            .env("KAIROS_MASTER_KEY", &app.master_key)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run kairos");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{database_url:?}: {stderr}");
+        assert!(stderr.contains(says), "{database_url:?}: {stderr}");
+    }
     app.stop().await;
 }
 

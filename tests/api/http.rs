@@ -356,6 +356,12 @@ async fn health_metrics_and_the_openapi_document_are_served() {
             .unwrap_or_default();
     required.sort_unstable();
     assert_eq!(required, ["email", "familyName", "givenName", "timezone"]);
+    // PATCH: every field optional, none nullable (a null is refused, not a way to clear).
+    let update = &openapi.body["components"]["schemas"]["UpdateUserRequest"];
+    assert!(update.get("required").is_none(), "{update}");
+    for field in ["givenName", "familyName", "slug", "timezone"] {
+        assert_eq!(update["properties"][field]["type"], "string", "{update}");
+    }
     let docs = app.get("/docs").no_key().send().await;
     assert!(docs.text.contains("/openapi.json"));
     app.stop().await;
