@@ -579,21 +579,8 @@ async fn a_rebuild_that_fails_midway_leaves_the_live_tables_serving_and_says_why
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let mut owner = app.owner.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE events SET payload = '{\"givenName\": 42}' WHERE global_position = $1")
-        .bind(position)
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    owner.commit().await.unwrap();
+    app.tamper_with_event(position, "payload = '{\"givenName\": 42}'")
+        .await;
 
     let error = rebuild::rebuild(
         &app.owner,

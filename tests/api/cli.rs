@@ -222,21 +222,11 @@ async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let mut owner = app.owner.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE events SET payload = jsonb_set(payload, '{name}', '\"Evil Corp\"') WHERE global_position = $1")
-        .bind(position)
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    owner.commit().await.unwrap();
+    app.tamper_with_event(
+        position,
+        "payload = jsonb_set(payload, '{name}', '\"Evil Corp\"')",
+    )
+    .await;
 
     let broken = kairos(&app, &["audit", "verify"]).await;
     assert_eq!(broken.status.code(), Some(1));

@@ -525,21 +525,11 @@ async fn the_hash_chain_verifies_and_a_row_altered_behind_the_triggers_back_is_d
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let mut owner = app.owner.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE events SET payload = jsonb_set(payload, '{name}', '\"Forged Hours\"') WHERE global_position = $1")
-        .bind(tampered_position)
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
-        .execute(&mut *owner)
-        .await
-        .unwrap();
-    owner.commit().await.unwrap();
+    app.tamper_with_event(
+        tampered_position,
+        "payload = jsonb_set(payload, '{name}', '\"Forged Hours\"')",
+    )
+    .await;
 
     let report = kairos::audit::verify_chains(&app.pool, None).await.unwrap();
     let broken = report.first_broken.expect("the altered row is detected");

@@ -411,6 +411,28 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Rewrites the stored event at `position` (`set` is the SQL `SET` clause) the only way
+    /// it can be done: as the owner, with the append-only triggers off for the moment.
+    pub async fn tamper_with_event(&self, position: i64, set: &str) {
+        let mut owner = self.owner.begin().await.unwrap();
+        sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
+            .execute(&mut *owner)
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "UPDATE events SET {set} WHERE global_position = $1"
+        ))
+        .bind(position)
+        .execute(&mut *owner)
+        .await
+        .unwrap();
+        sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
+            .execute(&mut *owner)
+            .await
+            .unwrap();
+        owner.commit().await.unwrap();
+    }
+
     pub async fn stop(mut self) {
         if let Some(kairos) = self.kairos.take() {
             kairos.stop().await;
