@@ -24,6 +24,21 @@ fn projectors(app: &TestApp) -> Vec<Arc<dyn Projector>> {
     projections::all_projectors(Arc::new(app.clock.clone()), &projections::Caches::unused())
 }
 
+/// `kairos projections rebuild --all`, in-process and quiet, with `options`.
+async fn rebuild_all(
+    app: &TestApp,
+    options: &RebuildOptions,
+) -> Result<rebuild::RebuildReport, RebuildError> {
+    rebuild::rebuild(
+        &app.owner,
+        &app.keyring,
+        &projectors(app),
+        options,
+        &mut Silent,
+    )
+    .await
+}
+
 /// Every row of every read table, in a stable order.
 async fn snapshot(app: &TestApp) -> Vec<Value> {
     let mut tables = Vec::new();
@@ -408,15 +423,9 @@ async fn a_deleted_users_personal_data_is_erased_everywhere_yet_the_log_verifies
     );
 
     let before = snapshot(&app).await;
-    rebuild::rebuild(
-        &app.owner,
-        &app.keyring,
-        &projectors(&app),
-        &RebuildOptions::default(),
-        &mut Silent,
-    )
-    .await
-    .expect("a full rebuild over erased events succeeds");
+    rebuild_all(&app, &RebuildOptions::default())
+        .await
+        .expect("a full rebuild over erased events succeeds");
     assert_eq!(snapshot(&app).await, before);
     // The freed email can be used again.
     app.create_user(user_body("zebulon.quixote@example.com", "Zeb", "Q"))
@@ -482,15 +491,9 @@ async fn a_rebuild_while_serving_never_shows_readers_an_error_or_a_gap_and_ends_
         batch_size: 7,
         ..Default::default()
     };
-    let report = rebuild::rebuild(
-        &app.owner,
-        &app.keyring,
-        &projectors(&app),
-        &small_batches,
-        &mut Silent,
-    )
-    .await
-    .expect("the rebuild succeeds");
+    let report = rebuild_all(&app, &small_batches)
+        .await
+        .expect("the rebuild succeeds");
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     let failures: Vec<String> = join_all(readers)
@@ -582,15 +585,9 @@ async fn a_rebuild_that_fails_midway_leaves_the_live_tables_serving_and_says_why
     app.tamper_with_event(position, "payload = '{\"givenName\": 42}'")
         .await;
 
-    let error = rebuild::rebuild(
-        &app.owner,
-        &app.keyring,
-        &projectors(&app),
-        &RebuildOptions::default(),
-        &mut Silent,
-    )
-    .await
-    .expect_err("the rebuild fails");
+    let error = rebuild_all(&app, &RebuildOptions::default())
+        .await
+        .expect_err("the rebuild fails");
     assert!(matches!(error, RebuildError::Replay(_)), "{error}");
     let message = error.to_string() + &format!(" {:?}", std::error::Error::source(&error));
     assert!(

@@ -71,10 +71,7 @@ async fn company_create_prints_json_with_a_key_that_works_at_once() {
 #[tokio::test]
 async fn company_create_reports_every_bad_field_and_creates_nothing() {
     let app = spawn_app().await;
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_before = app.scalar("SELECT count(*) FROM events").await;
     let output = kairos(
         &app,
         &[
@@ -100,10 +97,7 @@ async fn company_create_reports_every_bad_field_and_creates_nothing() {
     for expected in ["name", "days", "owner.email", "owner.timezone"] {
         assert!(stderr.contains(expected), "{expected} in {stderr}");
     }
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_after = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(events_after, events_before);
     app.stop().await;
 }

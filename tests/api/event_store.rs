@@ -127,10 +127,7 @@ async fn a_claim_violation_writes_no_event_at_all() {
     let app = spawn_app().await;
     app.create_user(user_body("taken@example.com", "First", "Holder"))
         .await;
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_before = app.scalar("SELECT count(*) FROM events").await;
 
     let second = app
         .post("/v4/user")
@@ -139,24 +136,16 @@ async fn a_claim_violation_writes_no_event_at_all() {
         .await;
     second.assert_error(409, "A user with this email already exists");
 
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_after = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(
         events_after, events_before,
         "the refused command appended nothing"
     );
-    let claims: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM claims WHERE value LIKE 'second-try%'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let claims = app
+        .scalar("SELECT count(*) FROM claims WHERE value LIKE 'second-try%'")
+        .await;
     assert_eq!(claims, 0, "no claim of the refused command remains");
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM data_keys")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let keys = app.scalar("SELECT count(*) FROM data_keys").await;
     assert_eq!(keys, 2, "only the owner and the first user have data keys");
     app.stop().await;
 }
@@ -283,11 +272,9 @@ async fn a_refused_append_names_the_first_claim_held_elsewhere_and_keeps_none_of
         }
         other => panic!("expected the held slug to be named, got {other:?}"),
     }
-    let free_claims: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM claims WHERE value = 'free-slug'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let free_claims = app
+        .scalar("SELECT count(*) FROM claims WHERE value = 'free-slug'")
+        .await;
     assert_eq!(
         free_claims, 0,
         "the refused append's other claim was not kept"
@@ -341,10 +328,7 @@ async fn a_refused_claim_puts_no_claimed_value_into_the_database_error() {
 #[tokio::test]
 async fn the_append_function_refuses_ragged_arrays_and_empty_appends_writing_nothing() {
     let app = spawn_app().await;
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_before = app.scalar("SELECT count(*) FROM events").await;
     let one_event = "ARRAY['User'], ARRAY['ragged'], ARRAY[1::int8], ARRAY['UserCreated'], \
          ARRAY['1'], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb], ARRAY[gen_random_uuid()], \
          ARRAY[now()], ARRAY[NULL::uuid], ARRAY[decode(repeat('00', 32), 'hex')]";
@@ -363,14 +347,10 @@ async fn the_append_function_refuses_ragged_arrays_and_empty_appends_writing_not
         let code = refused.as_database_error().and_then(|e| e.code());
         assert_eq!(code.as_deref(), Some("22023"), "{refused}");
     }
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM claims WHERE owner_id = 'ragged'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_after = app.scalar("SELECT count(*) FROM events").await;
+    let claims = app
+        .scalar("SELECT count(*) FROM claims WHERE owner_id = 'ragged'")
+        .await;
     assert_eq!((events_after, claims), (events_before, 0));
     app.stop().await;
 }
@@ -406,10 +386,7 @@ async fn a_replayed_idempotency_key_returns_the_first_result_and_appends_nothing
         .send()
         .await;
     assert_eq!(first.status, 201, "{}", first.text);
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events = app.scalar("SELECT count(*) FROM events").await;
 
     let replay = app
         .post("/v4/user")
@@ -423,10 +400,7 @@ async fn a_replayed_idempotency_key_returns_the_first_result_and_appends_nothing
         "the replay answers the first result"
     );
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let after = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(after, events, "a replay appends nothing");
 
     let different = app
@@ -462,12 +436,9 @@ async fn simultaneous_requests_with_one_idempotency_key_create_one_user() {
     assert_eq!(ids.len(), 1, "every response names the same user: {ids:?}");
     let user_id = ids.keys().next().unwrap();
     assert_eq!(app.count_events(user_id).await, 3);
-    let users: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UserCreated'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let users = app
+        .scalar("SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UserCreated'")
+        .await;
     assert_eq!(users, 2, "the owner and one user");
     app.stop().await;
 }
@@ -490,10 +461,7 @@ async fn update_delete_and_truncate_on_events_fail_for_the_service_role_and_the_
             );
         }
     }
-    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let remaining = app.scalar("SELECT count(*) FROM events").await;
     assert!(remaining > 0, "the log is intact");
     app.stop().await;
 }

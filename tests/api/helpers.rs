@@ -403,6 +403,14 @@ impl TestApp {
         response.body
     }
 
+    /// The one number a query without parameters answers (a count, mostly), as the service.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     pub async fn count_events(&self, aggregate_id: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
             .bind(aggregate_id)

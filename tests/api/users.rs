@@ -157,10 +157,7 @@ async fn a_custom_availability_and_meeting_type_are_provisioned_as_given() {
 #[tokio::test]
 async fn every_invalid_field_of_a_creation_is_reported_together_and_nothing_is_created() {
     let app = spawn_app().await;
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_before = app.scalar("SELECT count(*) FROM events").await;
     let response = app
         .post("/v4/user")
         .json(json!({
@@ -212,10 +209,7 @@ async fn every_invalid_field_of_a_creation_is_reported_together_and_nothing_is_c
         .send()
         .await;
     short_slug.assert_error(400, "slug must be at least 5 characters");
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_after = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(events_after, events_before);
     app.stop().await;
 }
@@ -282,12 +276,9 @@ async fn fifty_simultaneous_creations_with_one_email_give_one_user_and_forty_nin
         "{by_status:?}"
     );
     let winner = responses.iter().find(|r| r.status == 201).unwrap();
-    let users: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM user_profiles WHERE lower(email) = 'race@example.com'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let users = app
+        .scalar("SELECT count(*) FROM user_profiles WHERE lower(email) = 'race@example.com'")
+        .await;
     assert_eq!(users, 1);
     let created_events: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE aggregate_type = 'User' AND aggregate_id <> $1",
@@ -334,11 +325,9 @@ async fn fifty_simultaneous_creations_with_one_slug_across_two_companies_give_on
     for response in responses.iter().filter(|r| r.status != 201) {
         response.assert_error(409, "Slug already taken");
     }
-    let holders: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM user_profiles WHERE slug = 'the-one-slug'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let holders = app
+        .scalar("SELECT count(*) FROM user_profiles WHERE slug = 'the-one-slug'")
+        .await;
     assert_eq!(holders, 1);
     let user_streams: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UserCreated' AND aggregate_id NOT IN ($1, $2)",
