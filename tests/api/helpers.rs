@@ -244,6 +244,7 @@ pub struct TestApp {
     /// A company with a valid key, created through the CLI's code path.
     pub company: CreatedCompany,
     rate_limit_per_minute: u32,
+    runtime: RuntimeConfig,
 }
 
 /// How a test app differs from the default (rate limiting off, the clock at the real now).
@@ -252,6 +253,8 @@ pub struct AppOptions {
     pub rate_limit_per_minute: u32,
     /// Where the manual clock starts, before anything (the test company included) is created.
     pub now: Option<chrono::DateTime<Utc>>,
+    /// The projector runtime's tunables ([`fast_runtime`] when not given).
+    pub runtime: Option<RuntimeConfig>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -263,7 +266,15 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
     let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
-    let kairos = start_kairos(&db, &keyring, &clock, options.rate_limit_per_minute).await;
+    let runtime = options.runtime.unwrap_or_else(fast_runtime);
+    let kairos = start_kairos(
+        &db,
+        &keyring,
+        &clock,
+        options.rate_limit_per_minute,
+        runtime.clone(),
+    )
+    .await;
     let company = provisioning::create_company(
         &kairos.state.bus,
         NewCompany {
@@ -289,6 +300,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         owner,
         company,
         rate_limit_per_minute: options.rate_limit_per_minute,
+        runtime,
     }
 }
 
@@ -297,6 +309,7 @@ async fn start_kairos(
     keyring: &Keyring,
     clock: &ManualClock,
     rate_limit_per_minute: u32,
+    runtime: RuntimeConfig,
 ) -> Kairos {
     Kairos::start(Options {
         database_url: db.url.clone(),
@@ -306,7 +319,7 @@ async fn start_kairos(
         pool_size: 20,
         rate_limit_per_minute,
         read_your_writes_timeout: Duration::from_secs(10),
-        runtime: fast_runtime(),
+        runtime,
         windows_cache_users: 10_000,
     })
     .await
@@ -353,6 +366,7 @@ impl TestApp {
             &self.keyring,
             &self.clock,
             self.rate_limit_per_minute,
+            self.runtime.clone(),
         )
         .await;
         TestApp {
@@ -368,6 +382,7 @@ impl TestApp {
             owner: self.owner.clone(),
             company: self.company.clone(),
             rate_limit_per_minute: self.rate_limit_per_minute,
+            runtime: self.runtime.clone(),
         }
     }
 
