@@ -84,6 +84,13 @@ pub(crate) async fn apply(
                 .push_bind(row.at)
                 .push_bind(row.at);
         });
+        // A replay (a checkpoint moved back by hand) overwrites the row it finds.
+        insert.push(
+            " ON CONFLICT (availability_id) DO UPDATE SET user_id = EXCLUDED.user_id, \
+             company_id = EXCLUDED.company_id, name = EXCLUDED.name, own_timezone = EXCLUDED.own_timezone, \
+             schedule = EXCLUDED.schedule, is_default = EXCLUDED.is_default, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+        );
         insert.build().execute(&mut *tx).await?;
     }
     Ok(())

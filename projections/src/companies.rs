@@ -68,7 +68,9 @@ impl Projector for CompaniesProjector {
                 } => {
                     sqlx::query(
                         "INSERT INTO companies (company_id, name, owner_user_id, created_at) \
-                         VALUES ($1, $2, $3, $4)",
+                         VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (company_id) DO UPDATE SET name = EXCLUDED.name, \
+                         owner_user_id = EXCLUDED.owner_user_id, created_at = EXCLUDED.created_at",
                     )
                     .bind(company_id)
                     .bind(name.as_str())
@@ -91,7 +93,10 @@ impl Projector for CompaniesProjector {
                     })?;
                     sqlx::query(
                         "INSERT INTO api_keys (key_id, company_id, secret_hash, issued_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (key_id) DO UPDATE SET company_id = EXCLUDED.company_id, \
+                         secret_hash = EXCLUDED.secret_hash, issued_at = EXCLUDED.issued_at, \
+                         expires_at = EXCLUDED.expires_at, revoked_at = NULL",
                     )
                     .bind(key_id)
                     .bind(company_id)

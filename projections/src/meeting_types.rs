@@ -90,6 +90,18 @@ pub(crate) async fn apply(
                 .push_bind(row.at)
                 .push_bind(row.at);
         });
+        // A replay (a checkpoint moved back by hand) overwrites the row it finds.
+        insert.push(
+            " ON CONFLICT (meeting_type_id) DO UPDATE SET user_id = EXCLUDED.user_id, \
+             company_id = EXCLUDED.company_id, availability_id = EXCLUDED.availability_id, \
+             name = EXCLUDED.name, slug = EXCLUDED.slug, duration_minutes = EXCLUDED.duration_minutes, \
+             slot_interval_minutes = EXCLUDED.slot_interval_minutes, \
+             buffer_before_minutes = EXCLUDED.buffer_before_minutes, \
+             buffer_after_minutes = EXCLUDED.buffer_after_minutes, \
+             minimum_notice_minutes = EXCLUDED.minimum_notice_minutes, horizon_days = EXCLUDED.horizon_days, \
+             enabled = EXCLUDED.enabled, is_default = EXCLUDED.is_default, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+        );
         insert.build().execute(&mut *tx).await?;
     }
     Ok(())

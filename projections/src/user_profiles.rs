@@ -226,6 +226,16 @@ pub(crate) async fn apply(
                 .push_bind(row.created_at)
                 .push_bind(row.updated_at);
         });
+        // A replay (a checkpoint moved back by hand) finds the row already there: the event
+        // overwrites it, and the events after it bring it forward again.
+        insert.push(
+            " ON CONFLICT (user_id) DO UPDATE SET company_id = EXCLUDED.company_id, email = EXCLUDED.email, \
+             given_name = EXCLUDED.given_name, family_name = EXCLUDED.family_name, slug = EXCLUDED.slug, \
+             timezone = EXCLUDED.timezone, user_type = EXCLUDED.user_type, is_owner = EXCLUDED.is_owner, \
+             default_availability_id = EXCLUDED.default_availability_id, \
+             default_meeting_type_id = EXCLUDED.default_meeting_type_id, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+        );
         insert.build().execute(&mut *tx).await?;
     }
     Ok(())
