@@ -39,6 +39,9 @@ pub const CHANNEL: &str = "kairos_windows";
 const MAINTENANCE_CHUNK: i64 = 500;
 /// Postgres caps a notification payload at 8000 bytes; 150 UUIDs stay well below.
 const IDS_PER_NOTICE: usize = 150;
+/// How long maintenance leaves a user whose stream it could not fold before trying again,
+/// so one broken user never holds up the users due after it.
+const BROKEN_USER_RETRY: Duration = Duration::hours(1);
 
 /// `start + k · step` for `k < count`, in seconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,7 +429,15 @@ impl Projector for BookableWindowsProjector {
         let mut users = if latest.is_empty() {
             Vec::new()
         } else {
-            load_users(&mut *tx, &latest, None).await?
+            // In a batch, a stream that does not fold fails the batch: the runtime then
+            // finds the event to blame and quarantines its aggregate alone.
+            let loaded = load_users(&mut *tx, &latest, None).await?;
+            if let Some((user_id, reason)) = loaded.broken.into_iter().next() {
+                return Err(ProjectionError::Invalid(format!(
+                    "user {user_id}: {reason}"
+                )));
+            }
+            loaded.users
         };
         let mut fresh = HashSet::new();
         for (id, user) in from_batch {
@@ -472,15 +483,22 @@ impl Projector for BookableWindowsProjector {
         due.dedup();
         let ids: Vec<String> = due.iter().map(Uuid::to_string).collect();
         let latest: BTreeMap<&str, i64> = ids.iter().map(|id| (id.as_str(), i64::MAX)).collect();
-        let users = load_users(&mut *tx, &latest, Some(applied)).await?;
-        let written = recompute(
-            &mut *tx,
-            &self.cache,
-            &users,
-            &HashSet::new(),
-            self.clock.now(),
-        )
-        .await?;
+        let loaded = load_users(&mut *tx, &latest, Some(applied)).await?;
+        let now = self.clock.now();
+        if !loaded.broken.is_empty() {
+            // Its windows stay as they were until its stream folds again; the others due
+            // behind it move on now.
+            let broken: Vec<Uuid> = loaded.broken.iter().map(|(id, _)| *id).collect();
+            for (user_id, reason) in &loaded.broken {
+                tracing::error!(projector = NAME, %user_id, %reason, "cannot move this user's windows forward; retrying later");
+            }
+            sqlx::query("UPDATE bookable_windows SET refresh_at = $2 WHERE user_id = ANY($1)")
+                .bind(&broken)
+                .bind(now + BROKEN_USER_RETRY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let written = recompute(&mut *tx, &self.cache, &loaded.users, &HashSet::new(), now).await?;
         self.remember(written);
         Ok(ids)
     }
@@ -490,13 +508,21 @@ impl Projector for BookableWindowsProjector {
     }
 }
 
+/// Users folded from their streams, and those whose stream did not fold (with the reason).
+struct LoadedUsers {
+    users: Vec<(Uuid, User)>,
+    broken: Vec<(Uuid, String)>,
+}
+
 /// Folds each user's stream, up to the given sequence and (for maintenance) no further than
-/// what the projector has applied, into the User aggregate.
+/// what the projector has applied, into the User aggregate. A stream with an event that
+/// does not decode is reported in `broken`, not folded, so the caller decides whether one
+/// user's bad stream fails the others.
 async fn load_users(
     tx: &mut PgConnection,
     latest: &BTreeMap<&str, i64>,
     applied: Option<LogPosition>,
-) -> Result<Vec<(Uuid, User)>, ProjectionError> {
+) -> Result<LoadedUsers, ProjectionError> {
     let ids: Vec<&str> = latest.keys().copied().collect();
     // The position filter is applied here, not in SQL: a row comparison in the WHERE clause
     // tempts the generic plan of this prepared statement onto the commit-order index, a scan
@@ -510,9 +536,16 @@ async fn load_users(
     .fetch_all(&mut *tx)
     .await?;
     let mut users: Vec<(Uuid, User)> = Vec::with_capacity(ids.len());
+    let mut broken: Vec<(Uuid, String)> = Vec::new();
     for row in rows {
         let aggregate_id: String = row.try_get("aggregate_id")?;
         let sequence: i64 = row.try_get("sequence")?;
+        let Ok(user_id) = Uuid::parse_str(&aggregate_id) else {
+            continue;
+        };
+        if broken.last().is_some_and(|(id, _)| *id == user_id) {
+            continue;
+        }
         if latest
             .get(aggregate_id.as_str())
             .is_some_and(|last| sequence > *last)
@@ -530,10 +563,16 @@ async fn load_users(
         }
         let event_type: String = row.try_get("event_type")?;
         let event: UserEvent =
-            aggregates::effects::event_from_payload(&event_type, row.try_get("payload")?).map_err(
-                |e| ProjectionError::Invalid(format!("user {aggregate_id} event {sequence}: {e}")),
-            )?;
-        let user_id = crate::user_profiles::parse_id(&aggregate_id)?;
+            match aggregates::effects::event_from_payload(&event_type, row.try_get("payload")?) {
+                Ok(event) => event,
+                Err(error) => {
+                    if users.last().is_some_and(|(id, _)| *id == user_id) {
+                        users.pop();
+                    }
+                    broken.push((user_id, format!("event {sequence} ({event_type}): {error}")));
+                    continue;
+                }
+            };
         match users.last_mut() {
             Some((id, user)) if *id == user_id => user.apply(event),
             _ => {
@@ -547,11 +586,12 @@ async fn load_users(
     for id in ids {
         if let Ok(user_id) = Uuid::parse_str(id)
             && !users.iter().any(|(known, _)| *known == user_id)
+            && !broken.iter().any(|(known, _)| *known == user_id)
         {
             users.push((user_id, User::default()));
         }
     }
-    Ok(users)
+    Ok(LoadedUsers { users, broken })
 }
 
 /// One row of the table.
@@ -689,6 +729,18 @@ async fn recompute(
                 .push_bind(&row.run_steps)
                 .push_bind(&row.run_counts);
         });
+        // Rows of a user created in this batch are inserted without a delete first; in a
+        // replay (a checkpoint moved back by hand) they exist and are overwritten. A user's
+        // later events then recompute it whole, so the table converges on the log.
+        insert.push(
+            " ON CONFLICT (meeting_type_id) DO UPDATE SET user_id = EXCLUDED.user_id, \
+             company_id = EXCLUDED.company_id, is_default = EXCLUDED.is_default, \
+             user_timezone = EXCLUDED.user_timezone, availability_timezone = EXCLUDED.availability_timezone, \
+             minimum_notice_minutes = EXCLUDED.minimum_notice_minutes, horizon_days = EXCLUDED.horizon_days, \
+             covers_from = EXCLUDED.covers_from, covers_until = EXCLUDED.covers_until, \
+             refresh_at = EXCLUDED.refresh_at, run_starts = EXCLUDED.run_starts, \
+             run_steps = EXCLUDED.run_steps, run_counts = EXCLUDED.run_counts",
+        );
         insert.build().execute(&mut *tx).await?;
     }
     for chunk in ids.chunks(IDS_PER_NOTICE) {

@@ -285,7 +285,9 @@ impl Progress {
 
     /// Waits until every projector in `names` has applied `target`, or `timeout` passed.
     /// Returns whether they all did. Checkpoints are re-read from the database every 100 ms
-    /// in case a notification from another process was missed.
+    /// in case a notification from another process was missed. It never waits past the
+    /// timeout: the re-reads themselves (a pool that is exhausted or a database that hangs)
+    /// are cut off at the deadline too.
     pub async fn wait_past(
         &self,
         pool: &PgPool,
@@ -294,6 +296,21 @@ impl Progress {
         timeout: Duration,
     ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::timeout_at(
+            deadline,
+            self.wait_past_until(pool, names, target, deadline),
+        )
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn wait_past_until(
+        &self,
+        pool: &PgPool,
+        names: &[&'static str],
+        target: LogPosition,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         for name in names {
             let Some(sender) = self.channels.get(name) else {
                 continue;
@@ -681,22 +698,19 @@ impl Runner {
                 Ok(Some(position)) => {
                     backoff = self.config.first_backoff;
                     self.progress.publish(name, position);
+                    // Under sustained writes the log never runs dry: upkeep that is due
+                    // (horizons moving at midnight) takes its turn between batches.
+                    self.maintain_if_due(connection, &mut last_maintenance)
+                        .await;
                 }
                 Ok(None) => {
                     backoff = self.config.first_backoff;
-                    let due = last_maintenance
-                        .is_none_or(|at| at.elapsed() >= self.config.maintenance_interval);
-                    if due {
-                        match maintain_once(connection, self.projector.as_ref()).await {
-                            // More may be due: look at the log, then maintain again.
-                            Ok(changed) if changed > 0 => continue,
-                            Ok(_) => last_maintenance = Some(tokio::time::Instant::now()),
-                            Err(error) => {
-                                last_maintenance = Some(tokio::time::Instant::now());
-                                tracing::error!(projector = name, %error, "maintenance failed; it will run again");
-                                record_failure(&self.pool, name, &error.to_string()).await;
-                            }
-                        }
+                    if self
+                        .maintain_if_due(connection, &mut last_maintenance)
+                        .await
+                    {
+                        // More may be due: look at the log, then maintain again.
+                        continue;
                     }
                     tokio::select! {
                         _ = &mut woken => {}
@@ -729,6 +743,35 @@ impl Runner {
 }
 
 impl Runner {
+    /// Runs one maintenance transaction if the interval since the last complete run has
+    /// passed. Returns whether it changed something, so more may be due: then the interval
+    /// does not restart, and upkeep alternates with batches until it is done.
+    async fn maintain_if_due(
+        &self,
+        connection: &mut PgConnection,
+        last_maintenance: &mut Option<tokio::time::Instant>,
+    ) -> bool {
+        let due =
+            last_maintenance.is_none_or(|at| at.elapsed() >= self.config.maintenance_interval);
+        if !due {
+            return false;
+        }
+        let name = self.projector.name();
+        match maintain_once(connection, self.projector.as_ref()).await {
+            Ok(changed) if changed > 0 => true,
+            Ok(_) => {
+                *last_maintenance = Some(tokio::time::Instant::now());
+                false
+            }
+            Err(error) => {
+                *last_maintenance = Some(tokio::time::Instant::now());
+                tracing::error!(projector = name, %error, "maintenance failed; it will run again");
+                record_failure(&self.pool, name, &error.to_string()).await;
+                false
+            }
+        }
+    }
+
     /// One batch transaction; keeps `known` current.
     async fn apply_batch(
         &self,
@@ -867,7 +910,18 @@ pub async fn maintain_once(
     let mut tx = connection.begin().await?;
     let result = async {
         let applied = lock_checkpoint(&mut tx, projector.name()).await?;
-        projector.maintain(&mut tx, applied).await
+        let keys = projector.maintain(&mut tx, applied).await?;
+        // A run that succeeded ends a failure recorded by an earlier one (a batch that
+        // succeeds clears it the same way); otherwise an idle projector would show
+        // `failing` until its next event.
+        sqlx::query(
+            "UPDATE projector_checkpoints SET failing_since = NULL \
+             WHERE projector = $1 AND failing_since IS NOT NULL",
+        )
+        .bind(projector.name())
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ProjectionError>(keys)
     }
     .await;
     match result {

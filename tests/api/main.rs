@@ -10,5 +10,6 @@ mod http;
 mod processes;
 mod projectors;
 mod robustness;
+mod upkeep;
 mod users;
 mod windows;
