@@ -1,7 +1,5 @@
 //! `/v4/user…` (api.md section 2): create, read, list, update and delete platform users.
 
-use std::collections::BTreeSet;
-
 use aggregates::availability::AvailabilityInput;
 use aggregates::effects::ClaimKind;
 use aggregates::input::{FieldErrors, Raw};
@@ -10,6 +8,7 @@ use aggregates::slug;
 use aggregates::user::{
     CreatePlatformUser, UpdateProfile, User, UserCommand, UserError, UserEvent, UserType,
 };
+use aggregates::values::Slug;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -199,17 +198,19 @@ pub async fn create_user(
     let mut attempt = 0;
     let outcome = loop {
         // The first attempt assumes the derived slug is free (most are) and spares the
-        // lookup; a taken one costs a refused append, then the lookup finds the next free.
-        let taken_user_slugs: BTreeSet<String> = if explicit_slug || attempt == 0 {
-            BTreeSet::new()
+        // lookup; a taken one costs a refused append, then the bounded lookup says which
+        // candidate is next (and a loser of a race for it looks again).
+        let taken_user_slugs = if explicit_slug || attempt == 0 {
+            slug::TakenCandidates::none()
         } else {
             state
                 .bus
                 .store()
-                .claimed_with_prefix(ClaimKind::UserSlug, "", &slug_base)
+                .taken_user_slug_candidates(
+                    &slug_base,
+                    slug::first_suffix(&slug_base, Slug::USER_MIN_LEN),
+                )
                 .await?
-                .into_iter()
-                .collect()
         };
         let command = UserCommand::CreatePlatformUser(Box::new(CreatePlatformUser {
             user_id,
