@@ -215,6 +215,39 @@ async fn every_invalid_field_of_a_creation_is_reported_together_and_nothing_is_c
 }
 
 #[tokio::test]
+async fn schedule_times_are_exactly_hh_mm_in_ascii_digits() {
+    let app = spawn_app().await;
+    for (i, bad) in ["+9:00", "09:+5", "9:00", "09:00:00", "-0:30", "٠٩:٠٠"]
+        .into_iter()
+        .enumerate()
+    {
+        let response = app
+            .post("/v4/user")
+            .json(json!({
+                "email": format!("times{i}@example.com"), "givenName": "Ti", "familyName": "Mes",
+                "timezone": "UTC", "availability": {"schedule": [
+                    {"dayOfWeek": "monday", "intervals": [{"from": "08:00", "to": bad}]}]}
+            }))
+            .send()
+            .await;
+        response.assert_error(400, "to must be a time HH:MM between 00:00–24:00");
+        assert_eq!(
+            response.field_errors()[0].0,
+            "availability.schedule[0].intervals[0].to",
+            "{bad}"
+        );
+    }
+    assert_eq!(app.scalar("SELECT count(*) FROM user_profiles").await, 1);
+    app.create_user(json!({
+        "email": "times@example.com", "givenName": "Ti", "familyName": "Mes", "timezone": "UTC",
+        "availability": {"schedule": [
+            {"dayOfWeek": "monday", "intervals": [{"from": "00:00", "to": "24:00"}]}]}
+    }))
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_same_email_in_another_case_is_409_and_an_explicit_slug_taken_is_409() {
     let app = spawn_app().await;
     app.create_user(user_body("dup@example.com", "Dup", "One"))
