@@ -23,6 +23,7 @@ use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{PathParam, parse_path_id};
+use super::openapi;
 
 /// The longest range one query may ask for, in days (inclusive of both dates).
 const MAX_RANGE_DAYS: i64 = 62;
@@ -35,7 +36,8 @@ pub fn routes() -> Router<AppState> {
 pub struct WindowsView {
     /// Slot start instants, ascending, without duplicates: UTC with `Z` without `timezone`,
     /// else with that zone's offset.
-    #[schema(example = json!(["2024-01-15T08:00:00Z", "2024-01-15T08:30:00Z"]))]
+    #[schema(value_type = Vec<chrono::DateTime<chrono::Utc>>,
+        example = json!(["2024-01-15T08:00:00Z", "2024-01-15T08:30:00Z"]))]
     pub windows: Vec<String>,
 }
 
@@ -199,10 +201,11 @@ impl WindowsQuery {
 #[utoipa::path(get, path = "/v4/user/{userId}/bookable-windows", tag = "bookable windows",
     params(
         ("userId" = Uuid, Path),
-        ("startDate" = String, Query, description = "First day, `YYYY-MM-DD`, in the output zone"),
-        ("endDate" = String, Query, description = "Last day (inclusive), at most 62 days after startDate"),
+        ("startDate" = NaiveDate, Query, description = "First day, `YYYY-MM-DD`, in the output zone"),
+        ("endDate" = NaiveDate, Query, description = "Last day (inclusive), not before startDate and at most 62 days from it"),
         ("meetingTypeId" = Option<Uuid>, Query, description = "Default: the user's default meeting type"),
-        ("timezone" = Option<String>, Query, description = "Output zone (IANA); default: the user's zone, answered in UTC")),
+        ("timezone" = Option<openapi::TimeZone>, Query, description = "Output zone; default: the user's zone, answered in UTC. \
+            Instants are written with the zone's offset, or with `Z` for `UTC` and `Etc/UTC`")),
     responses(
         (status = 200, body = WindowsView),
         (status = 400, description = "startDate and endDate are required / Invalid date format. Use YYYY-MM-DD / \
