@@ -298,7 +298,7 @@ fn add_shared_answers(operation: &mut Map<String, Value>) {
         add("429", limited);
         add(
             "503",
-            error("Service temporarily unavailable; retry shortly (the database)"),
+            error("Service temporarily unavailable; retry shortly"),
         );
     }
     if reads_body {
