@@ -13,11 +13,12 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))/kairos
 RUN_DB ?= kairos
 
-.PHONY: run test unit-test smoke lint fmt bench db db-stop clean-test-dbs help
+.PHONY: run test unit-test smoke fuzz lint fmt bench db db-stop clean-test-dbs help
 
 help:
 	@echo "make run    - local PostgreSQL, migrations, demo company + API key, server on 127.0.0.1:8080"
 	@echo "make test   - every test of the workspace against a local PostgreSQL, then the make-run smoke test"
+	@echo "make fuzz   - schemathesis (every check, fixed seed) against the server's /openapi.json"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - load tests with ratios to same-run baselines (target/bench/summary.json)"
 	@echo "make db     - start the local PostgreSQL cluster; make db-stop stops it"
@@ -48,6 +49,12 @@ unit-test: clean-test-dbs
 # `make run` from a fresh clone of HEAD must print a key that `GET /v4/user/me` accepts.
 smoke:
 	scripts/smoke-make-run.sh
+
+# Schemathesis against /openapi.json with every check, a fixed seed and a bounded number of
+# examples: the document must state every constraint and answer of the server. It starts its
+# own server on a free port, on DATABASE_URL or the local cluster's `kairos_fuzz`.
+fuzz:
+	scripts/fuzz.sh
 
 clean-test-dbs:
 	@if [ -z "$${DATABASE_URL:-}" ]; then \

@@ -5,7 +5,6 @@
 //! the read models authentication uses are brought up to date, so the printed key works at
 //! once even when no server is running yet.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aggregates::company::{Company, CompanyCommand, CompanyError};
@@ -13,6 +12,7 @@ use aggregates::effects::ClaimKind;
 use aggregates::input::{FieldError, Raw};
 use aggregates::slug;
 use aggregates::user::{CreatePlatformUser, User, UserCommand, UserError, UserType};
+use aggregates::values::Slug;
 use chrono::{DateTime, Duration as Days, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
@@ -149,13 +149,11 @@ pub async fn create_company(
                 }
             }
         }
-        let taken: BTreeSet<String> = bus
+        let taken = bus
             .store()
-            .claimed_with_prefix(ClaimKind::UserSlug, "", &base)
+            .taken_user_slug_candidates(&base, slug::first_suffix(&base, Slug::USER_MIN_LEN))
             .await
-            .map_err(AppendError::from)?
-            .into_iter()
-            .collect();
+            .map_err(AppendError::from)?;
         let owner = decide(
             User::default(),
             UserCommand::CreatePlatformUser(Box::new(CreatePlatformUser {

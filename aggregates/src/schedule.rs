@@ -25,14 +25,18 @@ impl LocalTime {
     pub const MIDNIGHT: LocalTime = LocalTime(0);
     pub const END_OF_DAY: LocalTime = LocalTime(MINUTES_PER_DAY);
 
-    /// `HH:MM` with `00:00 ≤ t ≤ 24:00`.
+    /// Exactly `HH:MM` in ASCII digits with `00:00 ≤ t ≤ 24:00`. Checked byte by byte:
+    /// `u16::from_str` would also take a sign (`+9:00`, `09:+5`).
     pub fn parse(raw: &str) -> Option<Self> {
-        let (h, m) = raw.split_once(':')?;
-        if h.len() != 2 || m.len() != 2 {
+        let &[h1, h2, b':', m1, m2] = raw.as_bytes() else {
+            return None;
+        };
+        if ![h1, h2, m1, m2].iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let h: u16 = h.parse().ok()?;
-        let m: u16 = m.parse().ok()?;
+        let digit = |b: u8| u16::from(b - b'0');
+        let h = digit(h1) * 10 + digit(h2);
+        let m = digit(m1) * 10 + digit(m2);
         if m >= 60 || h > 24 || (h == 24 && m != 0) {
             return None;
         }
@@ -408,6 +412,46 @@ mod tests {
                 json!([{"dayOfWeek": "monday", "intervals": [{"from": "00:00", "to": "24:00"}]}])
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_time_is_exactly_two_ascii_digits_a_colon_and_two_ascii_digits() {
+        for bad in [
+            "+9:00",
+            "09:+5",
+            "9:00",
+            "09:00:00",
+            "-1:00",
+            "09:5",
+            " 9:00",
+            "09:00 ",
+            "０９:００",
+            "09.00",
+            "0900",
+            "",
+            ":",
+            "24:00:00",
+            "+0:00",
+        ] {
+            assert_eq!(LocalTime::parse(bad), None, "{bad:?}");
+            let errors = parse(
+                json!([{"dayOfWeek": "monday", "intervals": [{"from": bad, "to": "17:00"}]}]),
+            )
+            .unwrap_err();
+            assert_eq!(
+                errors,
+                [(
+                    "[0].intervals[0].from".to_string(),
+                    "from must be a time HH:MM between 00:00–23:59".to_string()
+                )],
+                "{bad:?}"
+            );
+        }
+        assert_eq!(LocalTime::parse("00:00"), Some(LocalTime::MIDNIGHT));
+        assert_eq!(
+            LocalTime::parse("23:59").map(LocalTime::minutes),
+            Some(1439)
         );
     }
 }

@@ -14,6 +14,7 @@ mod repository;
 pub use repository::EffectsRegistry;
 
 use aggregates::effects::{ClaimKind, StoreEffect};
+use aggregates::slug::{self, TakenCandidates};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::persist::PersistedEventRepository;
@@ -343,31 +344,58 @@ impl EventStore {
         })
         .transpose()
     }
-
-    /// The values of `kind` within `scope` that are claimed and equal `prefix` or start with
-    /// `prefix-` (the candidates a derived slug must avoid).
-    pub async fn claimed_with_prefix(
+    /// Which candidates of a derived user slug `base` are claimed: the base itself, the lowest
+    /// claimed suffixes from `first_suffix` on and the highest one. One query reading at most
+    /// `1 + LOWEST_TAKEN + 1` index entries (`migrations/…_slug_suffix.sql`), however many
+    /// users share the base.
+    pub async fn taken_user_slug_candidates(
         &self,
-        kind: ClaimKind,
-        scope: &str,
-        prefix: &str,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        // `value = base OR value LIKE 'base-%'` as one range of the C-collated key: slugs
-        // hold only [a-z0-9-], and '-' is the one such character below '.', so
-        // [base, base + '.') is exactly the base and its suffixed forms. A prepared
-        // statement's generic plan uses the index for a range, not for LIKE or OR, and a scan
-        // of every claim grows with the installation.
-        sqlx::query_scalar(
-            "SELECT value FROM claims WHERE kind = $1 AND scope = $2 AND value >= $3 AND value < $4",
-        )
-        .bind(kind.as_str())
-        .bind(scope)
-        .bind(prefix)
-        .bind(format!("{prefix}."))
-        .fetch_all(&self.pool)
-        .await
+        base: &str,
+        first_suffix: u64,
+    ) -> Result<TakenCandidates, sqlx::Error> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(TAKEN_USER_SLUG_CANDIDATES)
+            .bind(base)
+            .bind(i64::try_from(first_suffix).unwrap_or(i64::MAX))
+            .bind(slug::LOWEST_TAKEN as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut taken = TakenCandidates {
+            base: base.to_string(),
+            ..TakenCandidates::none()
+        };
+        for (part, suffix) in rows {
+            let suffix = suffix.and_then(|n| u64::try_from(n).ok());
+            match (part.as_str(), suffix) {
+                ("plain", _) => taken.plain = true,
+                ("lowest", Some(n)) => taken.lowest.push(n),
+                ("highest", Some(n)) => taken.highest = Some(n),
+                _ => {}
+            }
+        }
+        taken.lowest.sort_unstable();
+        Ok(taken)
     }
 }
+
+/// The query of [`EventStore::taken_user_slug_candidates`]: `$1` the base, `$2` the first
+/// suffix, `$3` how many of the lowest suffixes. The suffix expressions and the predicate
+/// repeat the partial index `claims_user_slug_suffix` character for character (the planner
+/// matches them textually), with literals so that a generic plan still uses it. Public so a
+/// test can EXPLAIN it.
+pub const TAKEN_USER_SLUG_CANDIDATES: &str = "\
+(SELECT 'plain' AS part, NULL::bigint AS suffix FROM claims \
+  WHERE kind = 'user-slug' AND scope = '' AND value = $1) \
+UNION ALL \
+(SELECT 'lowest', (substring(value FROM '-([1-9][0-9]{0,17})$'))::bigint FROM claims \
+  WHERE kind = 'user-slug' AND scope = '' AND value ~ '-[1-9][0-9]{0,17}$' \
+    AND substring(value FROM '^(.*)-[1-9][0-9]{0,17}$') = $1 \
+    AND (substring(value FROM '-([1-9][0-9]{0,17})$'))::bigint >= $2 \
+  ORDER BY 2 LIMIT $3) \
+UNION ALL \
+(SELECT 'highest', (substring(value FROM '-([1-9][0-9]{0,17})$'))::bigint FROM claims \
+  WHERE kind = 'user-slug' AND scope = '' AND value ~ '-[1-9][0-9]{0,17}$' \
+    AND substring(value FROM '^(.*)-[1-9][0-9]{0,17}$') = $1 \
+  ORDER BY 2 DESC LIMIT 1)";
 
 /// The hash of the event the stream's new events follow; a stream shorter than expected
 /// lost a race.

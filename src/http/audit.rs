@@ -88,10 +88,10 @@ const DEFAULT_PAGE: i64 = 20;
 /// committed late by a slow writer.
 #[utoipa::path(get, path = "/v4/audit/events", tag = "audit",
     params(
-        ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive); 0 or absent: from the start"),
-        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
-        ("aggregateId" = Option<String>, Query, description = "Only this aggregate's events"),
-        ("type" = Option<String>, Query, description = "Only events of this type, e.g. UserCreated")),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Position of the last event received (exclusive); 0 or absent: from the start"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1–100, default 20"),
+        ("aggregateId" = Option<super::openapi::FilterText>, Query, description = "Only this aggregate's events"),
+        ("type" = Option<super::openapi::FilterText>, Query, description = "Only events of this type, e.g. UserCreated")),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn audit_events(

@@ -1,7 +1,5 @@
 //! `/v4/user…` (api.md section 2): create, read, list, update and delete platform users.
 
-use std::collections::BTreeSet;
-
 use aggregates::availability::AvailabilityInput;
 use aggregates::effects::ClaimKind;
 use aggregates::input::{FieldErrors, Raw};
@@ -10,6 +8,7 @@ use aggregates::slug;
 use aggregates::user::{
     CreatePlatformUser, UpdateProfile, User, UserCommand, UserError, UserEvent, UserType,
 };
+use aggregates::values::Slug;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +26,7 @@ use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody, database_cause, database_unavailable};
 use super::extract::{AppJson, HashedJson, PathParam, QueryMap, parse_path_id};
+use super::openapi;
 use super::views::{CreatedUser, UserList, UserView};
 use crate::commands::{CommandContext, CommandError, IdempotencyKey, Outcome};
 use crate::event_store::AppendError;
@@ -55,21 +55,21 @@ pub fn routes() -> Router<AppState> {
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserRequest {
     #[serde(default)]
-    #[schema(value_type = String, example = "john.smith@example.com", required = true)]
+    #[schema(value_type = openapi::Email, required = true)]
     email: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String, example = "John", required = true)]
+    #[schema(value_type = openapi::Label, example = "John", required = true)]
     given_name: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String, example = "Smith", required = true)]
+    #[schema(value_type = openapi::Label, example = "Smith", required = true)]
     family_name: Raw<String>,
     /// IANA time zone name.
     #[serde(default)]
-    #[schema(value_type = String, example = "Europe/Berlin", required = true)]
+    #[schema(value_type = openapi::TimeZone, required = true)]
     timezone: Raw<String>,
     /// Derived from the name when omitted; at least 5 characters, unique installation-wide.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "john-smith")]
+    #[schema(value_type = Option<openapi::UserSlug>)]
     slug: Raw<String>,
     /// Defaults to Monday–Friday 09:00–17:00 in the user's time zone.
     #[serde(default)]
@@ -86,11 +86,13 @@ pub struct CreateUserRequest {
 #[allow(dead_code)]
 pub struct AvailabilityRequest {
     /// Defaults to `Business Hours`.
-    #[schema(example = "Business Hours")]
+    #[schema(value_type = Option<openapi::Label>, example = "Business Hours")]
     name: Option<String>,
     /// Without it the availability follows the user's time zone, also when that changes.
-    #[schema(example = "Europe/Berlin")]
+    #[schema(value_type = Option<openapi::TimeZone>)]
     timezone: Option<String>,
+    /// Each day at most once; a missing day is unavailable.
+    #[schema(max_items = 7)]
     schedule: Vec<ScheduleDay>,
 }
 
@@ -98,9 +100,10 @@ pub struct AvailabilityRequest {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct ScheduleDay {
-    #[schema(example = "monday")]
+    #[schema(value_type = openapi::Weekday)]
     day_of_week: String,
     /// Up to 12 per day; may touch, must not overlap.
+    #[schema(max_items = 12)]
     intervals: Vec<ScheduleInterval>,
 }
 
@@ -108,10 +111,10 @@ pub struct ScheduleDay {
 #[allow(dead_code)]
 pub struct ScheduleInterval {
     /// `HH:MM`, 00:00–23:59.
-    #[schema(example = "09:00")]
+    #[schema(value_type = openapi::TimeFrom)]
     from: String,
-    /// `HH:MM`, up to 24:00.
-    #[schema(example = "17:00")]
+    /// `HH:MM`, up to 24:00, after `from`.
+    #[schema(value_type = openapi::TimeTo)]
     to: String,
 }
 
@@ -120,45 +123,53 @@ pub struct ScheduleInterval {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct MeetingTypeRequest {
-    #[schema(example = "Discovery Call")]
+    #[schema(value_type = openapi::Label, example = "Discovery Call")]
     name: String,
     /// Minutes, 5–480.
-    #[schema(example = 45)]
+    #[schema(example = 45, minimum = 5, maximum = 480)]
     duration: i64,
+    /// Derived from the name when omitted.
+    #[schema(value_type = Option<openapi::MeetingTypeSlug>)]
     slug: Option<String>,
     /// The slot step in minutes, 5–480; defaults to the duration.
+    #[schema(minimum = 5, maximum = 480)]
     slot_interval: Option<i64>,
     /// Minutes, 0–120.
+    #[schema(minimum = 0, maximum = 120)]
     buffer_before: Option<i64>,
     /// Minutes, 0–120.
+    #[schema(minimum = 0, maximum = 120)]
     buffer_after: Option<i64>,
     /// Minimum notice in minutes, 0–525600.
+    #[schema(minimum = 0, maximum = 525600)]
     minimum_notice: Option<i64>,
     /// How far ahead slots are offered, 1–365 days; default 60.
+    #[schema(minimum = 1, maximum = 365)]
     horizon_days: Option<i64>,
 }
 
-/// `PATCH /v4/user/{id}`: any of these, at least one.
+/// `PATCH /v4/user/{id}`: any of these, at least one (none can be `null`); the document adds
+/// `minProperties` and the `anyOf` that says so (`openapi::document`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateUserRequest {
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = openapi::Label)]
     given_name: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = openapi::Label)]
     family_name: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = openapi::UserSlug)]
     slug: Raw<String>,
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = openapi::TimeZone)]
     timezone: Raw<String>,
 }
 
 /// Create a platform user with its default (or given) availability and meeting type.
 #[utoipa::path(post, path = "/v4/user", tag = "users", request_body = CreateUserRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the first response")),
+    params(("Idempotency-Key" = Option<openapi::IdempotencyKey>, Header, description = "Replays return the first response")),
     responses(
         (status = 201, body = CreatedUser),
         (status = 400, description = "Every invalid field", body = ErrorBody),
@@ -199,17 +210,19 @@ pub async fn create_user(
     let mut attempt = 0;
     let outcome = loop {
         // The first attempt assumes the derived slug is free (most are) and spares the
-        // lookup; a taken one costs a refused append, then the lookup finds the next free.
-        let taken_user_slugs: BTreeSet<String> = if explicit_slug || attempt == 0 {
-            BTreeSet::new()
+        // lookup; a taken one costs a refused append, then the bounded lookup says which
+        // candidate is next (and a loser of a race for it looks again).
+        let taken_user_slugs = if explicit_slug || attempt == 0 {
+            slug::TakenCandidates::none()
         } else {
             state
                 .bus
                 .store()
-                .claimed_with_prefix(ClaimKind::UserSlug, "", &slug_base)
+                .taken_user_slug_candidates(
+                    &slug_base,
+                    slug::first_suffix(&slug_base, Slug::USER_MIN_LEN),
+                )
                 .await?
-                .into_iter()
-                .collect()
         };
         let command = UserCommand::CreatePlatformUser(Box::new(CreatePlatformUser {
             user_id,
@@ -327,7 +340,7 @@ pub async fn me(State(state): State<AppState>, acting: Acting) -> ApiResult<Json
 /// its events.
 #[utoipa::path(get, path = "/v4/user/{id}", tag = "users",
     params(("id" = Uuid, Path),
-        ("asOf" = Option<String>, Query, description = "An RFC 3339 instant: the user as it was then")),
+        ("asOf" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "An RFC 3339 instant: the user as it was then")),
     responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_user(
@@ -402,9 +415,9 @@ async fn find_user(state: &AppState, company_id: Uuid, user_id: Uuid) -> ApiResu
 /// Your company's users, oldest first.
 #[utoipa::path(get, path = "/v4/user", tag = "users",
     params(
-        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
-        ("skip" = Option<i64>, Query, description = "≥ 0, default 0"),
-        ("userType" = Option<String>, Query, description = "`api-platform` or `standard`")),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1–100, default 20"),
+        ("skip" = Option<i64>, Query, minimum = 0, description = "≥ 0, default 0"),
+        ("userType" = Option<openapi::UserTypeName>, Query, description = "`api-platform` or `standard`")),
     responses((status = 200, body = UserList), (status = 400, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn list_users(

@@ -28,19 +28,19 @@ pub struct UserView {
     pub full_name: String,
     #[schema(example = "john-smith")]
     pub slug: String,
-    #[schema(example = "Europe/Berlin")]
+    #[schema(value_type = super::openapi::TimeZone)]
     pub timezone: String,
     pub company_id: Uuid,
     /// `api-platform` (created with `POST /v4/user`) or `standard` (a company's owner).
-    #[schema(example = "api-platform")]
+    #[schema(value_type = super::openapi::UserTypeName)]
     pub user_type: String,
     /// True for the company's owner.
     pub is_admin: bool,
     pub default_availability_id: Option<Uuid>,
     pub default_meeting_type_id: Option<Uuid>,
-    #[schema(example = "2024-01-15T10:30:00Z")]
+    #[schema(format = DateTime, example = "2024-01-15T10:30:00Z")]
     pub created_at: String,
-    #[schema(example = "2024-01-15T10:30:00Z")]
+    #[schema(format = DateTime, example = "2024-01-15T10:30:00Z")]
     pub updated_at: String,
 }
 

@@ -23,6 +23,7 @@ use super::AppState;
 use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{PathParam, parse_path_id};
+use super::openapi;
 
 /// The longest range one query may ask for, in days (inclusive of both dates).
 const MAX_RANGE_DAYS: i64 = 62;
@@ -35,7 +36,8 @@ pub fn routes() -> Router<AppState> {
 pub struct WindowsView {
     /// Slot start instants, ascending, without duplicates: UTC with `Z` without `timezone`,
     /// else with that zone's offset.
-    #[schema(example = json!(["2024-01-15T08:00:00Z", "2024-01-15T08:30:00Z"]))]
+    #[schema(value_type = Vec<chrono::DateTime<chrono::Utc>>,
+        example = json!(["2024-01-15T08:00:00Z", "2024-01-15T08:30:00Z"]))]
     pub windows: Vec<String>,
 }
 
@@ -102,6 +104,30 @@ fn parse_date(raw: &str) -> Option<NaiveDate> {
     )
 }
 
+/// `raw` with every space turned back into the `+` it was before form decoding.
+fn plus_restored(raw: &str) -> Cow<'_, str> {
+    match raw.contains(' ') {
+        true => Cow::Owned(raw.replace(' ', "+")),
+        false => Cow::Borrowed(raw),
+    }
+}
+
+/// Whether instants in `zone` are written in section 0's UTC form, with `Z`: the zone is
+/// `UTC` or `Etc/UTC` (or one of tzdata's other names for that very zone).
+fn writes_utc_with_z(zone: Tz) -> bool {
+    matches!(
+        zone,
+        Tz::UTC
+            | Tz::Etc__UTC
+            | Tz::Etc__UCT
+            | Tz::Etc__Universal
+            | Tz::Etc__Zulu
+            | Tz::UCT
+            | Tz::Universal
+            | Tz::Zulu
+    )
+}
+
 impl WindowsQuery {
     /// Every bad parameter is reported, each with the spec's sentence.
     fn parse(query: &RawWindowsQuery<'_>) -> ApiResult<Self> {
@@ -130,10 +156,12 @@ impl WindowsQuery {
                 errors.push("endDate", "Date range must not exceed 62 days");
             }
         }
-        // Sent but empty is not "absent": it is not an IANA name either.
+        // Sent but empty is not "absent": it is not an IANA name either. No IANA name holds a
+        // space, so one here is a `+` sent unencoded (`Etc/GMT+5`) that form decoding read
+        // as a space: read it as the `+` it was.
         let timezone = match query.timezone.as_deref() {
             None => None,
-            Some(raw) => match Tz::from_str(raw.trim()) {
+            Some(raw) => match Tz::from_str(plus_restored(raw).trim()) {
                 Ok(tz) => Some(tz),
                 Err(_) => {
                     errors.push("timezone", "Invalid timezone");
@@ -141,9 +169,10 @@ impl WindowsQuery {
                 }
             },
         };
-        let meeting_type_id = match query.get("meetingTypeId") {
+        // Like `timezone=`, an empty `meetingTypeId=` is sent, and no UUID.
+        let meeting_type_id = match query.meeting_type_id.as_deref() {
             None => None,
-            Some(raw) => match Uuid::parse_str(raw) {
+            Some(raw) => match Uuid::parse_str(raw.trim()) {
                 Ok(id) => Some(id),
                 Err(_) => {
                     errors.push("meetingTypeId", "meetingTypeId must be a UUID");
@@ -172,10 +201,11 @@ impl WindowsQuery {
 #[utoipa::path(get, path = "/v4/user/{userId}/bookable-windows", tag = "bookable windows",
     params(
         ("userId" = Uuid, Path),
-        ("startDate" = String, Query, description = "First day, `YYYY-MM-DD`, in the output zone"),
-        ("endDate" = String, Query, description = "Last day (inclusive), at most 62 days after startDate"),
+        ("startDate" = NaiveDate, Query, description = "First day, `YYYY-MM-DD`, in the output zone"),
+        ("endDate" = NaiveDate, Query, description = "Last day (inclusive), not before startDate and at most 62 days from it"),
         ("meetingTypeId" = Option<Uuid>, Query, description = "Default: the user's default meeting type"),
-        ("timezone" = Option<String>, Query, description = "Output zone (IANA); default: the user's zone, answered in UTC")),
+        ("timezone" = Option<openapi::TimeZone>, Query, description = "Output zone; default: the user's zone, answered in UTC. \
+            Instants are written with the zone's offset, or with `Z` for `UTC` and `Etc/UTC`")),
     responses(
         (status = 200, body = WindowsView),
         (status = 400, description = "startDate and endDate are required / Invalid date format. Use YYYY-MM-DD / \
@@ -215,16 +245,18 @@ pub async fn bookable_windows(
     let from = midnight(params.start);
     let to = midnight(params.end + Duration::days(1));
     let starts = meeting_type.starts_seconds(from, to, state.bus.clock().now());
+    let written_with_offset = params.timezone.filter(|zone| !writes_utc_with_z(*zone));
     Ok((
         [(CONTENT_TYPE, "application/json")],
-        windows_json(starts, params.timezone),
+        windows_json(starts, written_with_offset),
     )
         .into_response())
 }
 
 /// `{"windows":[…]}` written straight into one buffer: this is the hottest response of the
 /// API, and the instants need no JSON escaping. Consecutive starts mostly share a local
-/// date, so the date is formatted once per day.
+/// date, so the date is formatted once per day. Without `zone` in UTC with `Z`, else with
+/// the zone's offset.
 fn windows_json(starts: impl Iterator<Item = i64>, zone: Option<Tz>) -> String {
     let mut body = String::with_capacity(16 + 28 * 96);
     body.push_str("{\"windows\":[");

@@ -360,9 +360,97 @@ async fn health_metrics_and_the_openapi_document_are_served() {
     let update = &openapi.body["components"]["schemas"]["UpdateUserRequest"];
     assert!(update.get("required").is_none(), "{update}");
     for field in ["givenName", "familyName", "slug", "timezone"] {
-        assert_eq!(update["properties"][field]["type"], "string", "{update}");
+        let reference = update["properties"][field]["$ref"]
+            .as_str()
+            .unwrap_or_default();
+        let schema = reference.trim_start_matches("#/components/schemas/");
+        assert_eq!(
+            openapi.body["components"]["schemas"][schema]["type"], "string",
+            "{field}: {update}"
+        );
     }
     let docs = app.get("/docs").no_key().send().await;
     assert!(docs.text.contains("/openapi.json"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_constraints_and_answers_the_server_enforces() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json").no_key().send().await.body;
+    let schemas = &doc["components"]["schemas"];
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    // Ranges.
+    for (path, name) in [("/v4/user", "limit"), ("/v4/audit/events", "limit")] {
+        let limit = param(path, "get", name);
+        assert_eq!(
+            (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
+            (Some(1), Some(100)),
+            "{path}"
+        );
+    }
+    let meeting_type = &schemas["MeetingTypeRequest"]["properties"];
+    assert_eq!(meeting_type["slotInterval"]["minimum"], 5);
+    assert_eq!(meeting_type["slotInterval"]["maximum"], 480);
+    assert_eq!(meeting_type["horizonDays"]["minimum"], 1);
+    // A PATCH needs one of its fields, not just any member.
+    let update = &schemas["UpdateUserRequest"];
+    assert_eq!(update["minProperties"], 1);
+    assert_eq!(
+        update["anyOf"].as_array().map(Vec::len),
+        Some(4),
+        "{update}"
+    );
+    // Formats and patterns.
+    assert_eq!(
+        param("/v4/user/{userId}/bookable-windows", "get", "startDate")["format"],
+        "date"
+    );
+    assert_eq!(param("/v4/user/{id}", "get", "asOf")["format"], "date-time");
+    assert_eq!(param("/v4/user/{id}", "get", "id")["format"], "uuid");
+    assert_eq!(
+        schemas["TimeFrom"]["pattern"],
+        "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+    );
+    let zones = schemas["TimeZone"]["enum"].as_array().unwrap();
+    for zone in ["Europe/Berlin", "Etc/GMT+5", "UTC"] {
+        assert!(zones.contains(&json!(zone)), "{zone}");
+    }
+    assert!(!zones.contains(&json!("Mars/Olympus")));
+    // Every authenticated operation lists the answers any of them can give, and the
+    // acting-user header as a UUID.
+    let mut authenticated = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation.get("security").is_none() {
+                continue;
+            }
+            authenticated += 1;
+            for status in ["400", "401", "404", "429", "503"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not list {status}"
+                );
+            }
+            assert_eq!(
+                param(path, method, "x-meetergo-api-user-id")["format"],
+                "uuid"
+            );
+        }
+    }
+    assert_eq!(authenticated, 9);
+    assert!(
+        doc["paths"]["/v4/user"]["post"]["responses"]
+            .get("415")
+            .is_some()
+    );
     app.stop().await;
 }

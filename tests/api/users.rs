@@ -215,6 +215,39 @@ async fn every_invalid_field_of_a_creation_is_reported_together_and_nothing_is_c
 }
 
 #[tokio::test]
+async fn schedule_times_are_exactly_hh_mm_in_ascii_digits() {
+    let app = spawn_app().await;
+    for (i, bad) in ["+9:00", "09:+5", "9:00", "09:00:00", "-0:30", "٠٩:٠٠"]
+        .into_iter()
+        .enumerate()
+    {
+        let response = app
+            .post("/v4/user")
+            .json(json!({
+                "email": format!("times{i}@example.com"), "givenName": "Ti", "familyName": "Mes",
+                "timezone": "UTC", "availability": {"schedule": [
+                    {"dayOfWeek": "monday", "intervals": [{"from": "08:00", "to": bad}]}]}
+            }))
+            .send()
+            .await;
+        response.assert_error(400, "to must be a time HH:MM between 00:00–24:00");
+        assert_eq!(
+            response.field_errors()[0].0,
+            "availability.schedule[0].intervals[0].to",
+            "{bad}"
+        );
+    }
+    assert_eq!(app.scalar("SELECT count(*) FROM user_profiles").await, 1);
+    app.create_user(json!({
+        "email": "times@example.com", "givenName": "Ti", "familyName": "Mes", "timezone": "UTC",
+        "availability": {"schedule": [
+            {"dayOfWeek": "monday", "intervals": [{"from": "00:00", "to": "24:00"}]}]}
+    }))
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_same_email_in_another_case_is_409_and_an_explicit_slug_taken_is_409() {
     let app = spawn_app().await;
     app.create_user(user_body("dup@example.com", "Dup", "One"))
@@ -357,7 +390,10 @@ async fn slugs_are_derived_from_names_as_the_spec_tables_them() {
         ("John", "Smith", "john-smith"),
         ("Jörg", "Müller", "jorg-muller"),
         ("Zoë", "Ångström", "zoe-angstrom"),
-        ("李", "王", "user-1"),
+        ("李", "王", "li-wang"),
+        ("Иван", "Петров", "ivan-petrov"),
+        ("Νίκος", "Παπαδόπουλος", "nikos-papadopoulos"),
+        ("🎉", "✨", "user-1"),
         ("A", "B", "a-b-1"),
         ("Party 🎉", "Person", "party-person"),
         ("John", "Smith", "john-smith-2"),
@@ -378,8 +414,146 @@ async fn slugs_are_derived_from_names_as_the_spec_tables_them() {
         long.len() <= 58 && long.starts_with("maximilian") && !long.ends_with('-'),
         "{long}"
     );
-    // A second 李 王 takes the next fallback suffix.
-    assert_eq!(slug_of(&app, "李", "王", "li2@example.com").await, "user-2");
+    // A second 李 王 takes the next suffix of its transliteration; a second name with no
+    // letter or digit the next fallback suffix.
+    assert_eq!(
+        slug_of(&app, "李", "王", "li2@example.com").await,
+        "li-wang-2"
+    );
+    assert_eq!(slug_of(&app, "★", "♥", "stars@example.com").await, "user-2");
+    app.stop().await;
+}
+
+/// Claims `user-1` … `user-{count}` as if that many users without a letter in their names
+/// existed (in other companies: user slugs are unique across the installation).
+async fn claim_user_slugs(app: &TestApp, count: i64) {
+    sqlx::query(
+        "INSERT INTO claims (kind, scope, value, owner_id, aggregate_type, aggregate_id) \
+         SELECT 'user-slug', '', 'user-' || n, gen_random_uuid()::text, 'User', gen_random_uuid()::text \
+         FROM generate_series(1, $1) n",
+    )
+    .bind(count)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE claims")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn after_a_slug_collision_the_next_suffix_is_found_by_one_bounded_index_read() {
+    let app = spawn_app().await;
+    claim_user_slugs(&app, 5_000).await;
+    // Also many slugs that merely start with the base, which a prefix scan would read.
+    sqlx::query(
+        "INSERT INTO claims (kind, scope, value, owner_id, aggregate_type, aggregate_id) \
+         SELECT 'user-slug', '', 'user-' || n || '-x', 'o', 'User', 'a' FROM generate_series(1, 2000) n",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        slug_of(&app, "🎉", "✨", "party1@example.com").await,
+        "user-5001"
+    );
+
+    // The query as a prepared statement's generic plan (what a pooled connection settles
+    // on): index reads only, and no more rows than the plain slug, the lowest suffixes and
+    // the highest.
+    let mut connection = app.pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let plan: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        kairos::event_store::TAKEN_USER_SLUG_CANDIDATES
+    ))
+    .bind("user")
+    .bind(1_i64)
+    .bind(aggregates::slug::LOWEST_TAKEN as i64)
+    .fetch_one(&mut *connection)
+    .await
+    .unwrap();
+    let mut scans = Vec::new();
+    collect_scans(&plan[0]["Plan"], &mut scans);
+    assert!(
+        scans.iter().all(|(node, _, _)| node.starts_with("Index")),
+        "{scans:?}"
+    );
+    assert!(
+        scans
+            .iter()
+            .any(|(_, index, _)| index == "claims_user_slug_suffix"),
+        "{scans:?}"
+    );
+    let read: i64 = scans.iter().map(|(_, _, rows)| rows).sum();
+    assert!(
+        read <= 2 + aggregates::slug::LOWEST_TAKEN as i64,
+        "read {read} rows: {scans:?}"
+    );
+    drop(connection);
+
+    // A gap among the lowest suffixes is still the smallest free one.
+    sqlx::query("DELETE FROM claims WHERE kind = 'user-slug' AND value = 'user-7'")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        slug_of(&app, "★", "♥", "party2@example.com").await,
+        "user-7"
+    );
+    assert_eq!(
+        slug_of(&app, "★", "♥", "party3@example.com").await,
+        "user-5002"
+    );
+    app.stop().await;
+}
+
+/// (node type, index name, actual rows) of every scan node of an EXPLAIN (FORMAT JSON) plan.
+fn collect_scans(node: &Value, scans: &mut Vec<(String, String, i64)>) {
+    let node_type = node["Node Type"].as_str().unwrap_or_default();
+    if node_type.contains("Scan") {
+        scans.push((
+            node_type.to_string(),
+            node["Index Name"].as_str().unwrap_or_default().to_string(),
+            node["Actual Rows"].as_i64().unwrap_or_default()
+                + node["Rows Removed by Filter"].as_i64().unwrap_or_default()
+                + node["Rows Removed by Index Recheck"]
+                    .as_i64()
+                    .unwrap_or_default(),
+        ));
+    }
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        collect_scans(child, scans);
+    }
+}
+
+#[tokio::test]
+async fn simultaneous_creations_with_one_derived_slug_each_get_their_own_suffix() {
+    let app = spawn_app().await;
+    let calls = (0..12).map(|i| {
+        app.post("/v4/user")
+            .json(user_body(&format!("twin{i}@example.com"), "Twin", "Name"))
+            .send()
+    });
+    let responses = join_all(calls).await;
+    let mut slugs = Vec::new();
+    for response in &responses {
+        assert_eq!(response.status, 201, "{:?}", response.body);
+        let user = app
+            .get(&format!("/v4/user/{}", id(&response.body)))
+            .send()
+            .await;
+        slugs.push(user.body["slug"].as_str().unwrap().to_string());
+    }
+    slugs.sort();
+    let mut expected: Vec<String> = (2..=12).map(|n| format!("twin-name-{n}")).collect();
+    expected.push("twin-name".into());
+    expected.sort();
+    assert_eq!(slugs, expected);
     app.stop().await;
 }
 

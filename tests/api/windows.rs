@@ -550,6 +550,84 @@ async fn every_query_error_of_section_5() {
 }
 
 #[tokio::test]
+async fn an_unencoded_plus_in_the_timezone_is_read_as_a_plus() {
+    let app = app_at_fixed_now().await;
+    let user = user_id(
+        &app.create_user(user_body("plus@example.com", "Pl", "Us"))
+            .await,
+    );
+    // Etc/GMT+5 is five hours behind UTC (POSIX signs). Berlin 09:00–16:30 on Monday
+    // 2026-03-09 is 08:00–15:30Z, so 03:00–10:30 at -05:00.
+    let expected = half_hours("2026-03-09", "03:00", "10:30", "-05:00");
+    let encoded = windows(
+        &app,
+        &user,
+        "startDate=2026-03-09&endDate=2026-03-09&timezone=Etc%2FGMT%2B5",
+    )
+    .await;
+    assert_eq!(encoded, expected);
+    let unencoded = windows(
+        &app,
+        &user,
+        "startDate=2026-03-09&endDate=2026-03-09&timezone=Etc/GMT+5",
+    )
+    .await;
+    assert_eq!(unencoded, expected);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_meeting_type_id_is_400_like_an_empty_timezone() {
+    let app = app_at_fixed_now().await;
+    let user = user_id(
+        &app.create_user(user_body("empty@example.com", "Em", "Pty"))
+            .await,
+    );
+    for query in ["meetingTypeId=", "meetingTypeId=%20"] {
+        let response = app
+            .get(&format!(
+                "/v4/user/{user}/bookable-windows?startDate=2026-03-09&endDate=2026-03-09&{query}"
+            ))
+            .send()
+            .await;
+        response.assert_error(400, "meetingTypeId must be a UUID");
+        assert_eq!(
+            response.field_errors(),
+            [(
+                "meetingTypeId".to_string(),
+                "meetingTypeId must be a UUID".to_string()
+            )]
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn utc_and_etc_utc_write_instants_with_z_as_section_0_does() {
+    let app = app_at_fixed_now().await;
+    let user = user_id(
+        &app.create_user(user_body("utc@example.com", "Ut", "Cee"))
+            .await,
+    );
+    let in_utc = half_hours("2026-03-09", "08:00", "15:30", "Z");
+    for zone in ["UTC", "Etc/UTC", "Etc%2FUTC"] {
+        let query = format!("startDate=2026-03-09&endDate=2026-03-09&timezone={zone}");
+        assert_eq!(windows(&app, &user, &query).await, in_utc, "{zone}");
+    }
+    // Another zone at offset zero is not UTC and keeps its offset visible.
+    assert_eq!(
+        windows(
+            &app,
+            &user,
+            "startDate=2026-03-09&endDate=2026-03-09&timezone=Europe/London"
+        )
+        .await,
+        half_hours("2026-03-09", "08:00", "15:30", "+00:00")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn minimum_notice_and_horizon_bound_what_is_offered() {
     let app = app_at_fixed_now().await;
     let created = app

@@ -7,8 +7,6 @@ mod tests;
 
 pub use events::{UserEvent, UserType};
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
@@ -53,9 +51,9 @@ pub struct CreatePlatformUser {
     pub slug: Raw<String>,
     pub availability: Raw<AvailabilityInput>,
     pub meeting_type: Raw<MeetingTypeInput>,
-    /// User slugs already claimed among the candidates for this name (`john-smith`,
-    /// `john-smith-2`, …), looked up by the caller; the aggregate picks the first free one.
-    pub taken_user_slugs: BTreeSet<String>,
+    /// Which candidates for this name's slug (`john-smith`, `john-smith-2`, …) are claimed,
+    /// as far as the caller looked them up; the aggregate picks the first free one.
+    pub taken_user_slugs: slug::TakenCandidates,
     pub at: DateTime<Utc>,
 }
 
@@ -301,10 +299,10 @@ impl User {
 
         let slug = explicit_slug.unwrap_or_else(|| {
             let full_name = format!("{} {}", given_name.as_str(), family_name.as_str());
-            slug::first_free(
+            slug::next_free(
                 &slug::base_of(&full_name),
                 Slug::USER_MIN_LEN,
-                |candidate| create.taken_user_slugs.contains(candidate.as_str()),
+                &create.taken_user_slugs,
             )
         });
         let availability = availability.unwrap_or_else(|| ParsedAvailability {

@@ -1,7 +1,5 @@
 //! Given-when-then tests of every User rule. They speak only in commands, events and errors.
 
-use std::collections::BTreeSet;
-
 use cqrs_es::test::TestFramework;
 use serde_json::json;
 
@@ -43,7 +41,7 @@ fn create() -> CreatePlatformUser {
         slug: Raw::Missing,
         availability: Raw::Missing,
         meeting_type: Raw::Missing,
-        taken_user_slugs: BTreeSet::new(),
+        taken_user_slugs: slug::TakenCandidates::none(),
         at: at(),
     }
 }
@@ -264,7 +262,12 @@ async fn wrong_json_types_are_reported_per_field() {
 #[tokio::test]
 async fn the_derived_slug_skips_slugs_already_taken() {
     let mut command = create();
-    command.taken_user_slugs = ["john-smith".to_string(), "john-smith-2".to_string()].into();
+    command.taken_user_slugs = slug::TakenCandidates {
+        base: "john-smith".into(),
+        plain: true,
+        lowest: vec![2],
+        highest: Some(2),
+    };
     let events = UserTest::with(())
         .given_no_previous_events()
         .when_async(when_created(command))
