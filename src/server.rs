@@ -14,6 +14,8 @@ use sqlx::PgPool;
 use crate::commands::CommandBus;
 use crate::db;
 use crate::event_store::EventStore;
+use crate::http::auth_limit::AuthGuard;
+use crate::http::health::Probes;
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState, Shared};
@@ -32,6 +34,8 @@ pub struct Options {
     pub runtime: RuntimeConfig,
     /// How many users' bookable windows the server keeps in memory.
     pub windows_cache_users: usize,
+    /// Failed authentications per source address a minute (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 /// A started Kairos: serve [`Kairos::router`], then [`Kairos::stop`].
@@ -95,6 +99,12 @@ impl Kairos {
             caches,
             metrics: Arc::new(Metrics::default()),
             rate_limiter: Arc::new(RateLimits::new(options.rate_limit_per_minute)),
+            // Reads of unverified key ids may take a quarter of the request pool at most.
+            auth_guard: AuthGuard::new(
+                options.auth_failures_per_minute,
+                (options.pool_size as usize / 4).max(1),
+            ),
+            probes: Probes::default(),
         });
         Ok(Self {
             state,
