@@ -161,8 +161,9 @@ async fn a_socket_that_stops_mid_headers_is_closed_by_the_server_within_30_secon
     let closed = closed_within(&mut slow, Duration::from_secs(40))
         .await
         .expect("the server kept a connection open that stopped mid-headers");
-    // Hyper's timer started when the connection was accepted, just before our clock.
-    assert!(closed <= Duration::from_secs(31), "closed after {closed:?}");
+    // Hyper's timer started when the connection was accepted, just before our clock; the
+    // margin is for a busy test machine waking the timer late.
+    assert!(closed <= Duration::from_secs(33), "closed after {closed:?}");
     assert!(closed >= Duration::from_secs(25), "closed after {closed:?}");
     served.stop().await;
     app.stop().await;
@@ -330,6 +331,7 @@ async fn random_keys_from_24_tasks_for_10_seconds_do_not_slow_a_real_client() {
     let app = spawn_app().await;
     let served = serve(&app, ConnectionLimits::default()).await;
     let key = app.company.api_key.clone();
+    let (real_id, _) = kairos::api_keys::parse_token(&key).unwrap();
     // The real client's key is known to this process before the flood starts.
     let mut client = served.connect().await;
     assert_eq!(
@@ -350,10 +352,12 @@ async fn random_keys_from_24_tasks_for_10_seconds_do_not_slow_a_real_client() {
                 let mut i = 0u64;
                 while Instant::now() < flood_ends {
                     i += 1;
-                    // Mostly well-formed unknown keys (each needs a lookup), some garbage.
-                    let token = match (n + i as usize) % 4 {
+                    // Mostly well-formed unknown keys (each needs a lookup), some garbage,
+                    // and guesses at the real key's secret.
+                    let token = match (n + i as usize) % 5 {
                         0 => format!("ak_live:{}:", Uuid::new_v4()),
                         1 => "not-a-key".to_string(),
+                        2 => format!("ak_live:{real_id}:guessed"),
                         _ => random_key(),
                     };
                     match get(&mut connection, "/v4/user/me", Some(&token)).await {
@@ -380,7 +384,6 @@ async fn random_keys_from_24_tasks_for_10_seconds_do_not_slow_a_real_client() {
         slowest = slowest.max(started.elapsed());
         assert_eq!(answer.status, 200, "{:?}", answer.body);
         answered += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (mut unauthorized, mut too_many, mut other) = (0, 0, 0);
     for attacker in attackers {
