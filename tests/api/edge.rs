@@ -605,3 +605,119 @@ async fn readiness_and_metrics_probe_the_database_at_most_once_a_second() {
     );
     app.stop().await;
 }
+
+/// `kairos serve` itself, as a child process: the environment reaches the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kairos_serve_reads_its_connection_and_authentication_limits_from_the_environment() {
+    let app = spawn_app().await;
+    let serve = |bind: &str, header_timeout: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"));
+        command
+            .args(["serve", "--no-migrate"])
+            .env("DATABASE_URL", &app.db.url)
+            .env("KAIROS_MASTER_KEY", &app.master_key)
+            .env("KAIROS_BIND", bind)
+            .env("KAIROS_HEADER_READ_TIMEOUT_SECS", header_timeout)
+            .env("KAIROS_MAX_CONNECTIONS", "3")
+            .env("KAIROS_AUTH_FAILURES_PER_MINUTE", "2")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        command
+    };
+    let refused = serve("127.0.0.1:0", "31").output().await.unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("KAIROS_HEADER_READ_TIMEOUT_SECS must be between 1 and 30"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = serve(&address.to_string(), "2").spawn().unwrap();
+    let connect = async || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match TcpStream::connect(address).await {
+                Ok(stream) => return BufReader::new(stream),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(error) => panic!("kairos serve did not listen: {error}"),
+            }
+        }
+    };
+
+    // KAIROS_AUTH_FAILURES_PER_MINUTE=2: the third failure from this address is a 429.
+    let mut client = connect().await;
+    for expected in [401, 401, 429] {
+        let answer = get(&mut client, "/v4/user/me", Some("garbage"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, expected);
+    }
+    // KAIROS_HEADER_READ_TIMEOUT_SECS=2: the idle client and a stalled one are closed.
+    let mut stalled = connect().await;
+    stalled
+        .get_mut()
+        .write_all(b"GET /health/live HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    for connection in [&mut client, &mut stalled] {
+        let closed = closed_within(connection, Duration::from_secs(10))
+            .await
+            .expect("a connection outlived KAIROS_HEADER_READ_TIMEOUT_SECS");
+        assert!(closed <= Duration::from_secs(4), "closed after {closed:?}");
+    }
+    // KAIROS_MAX_CONNECTIONS=3: a fourth connection waits while three are open.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut connection = connect().await;
+        assert_eq!(
+            get(&mut connection, "/health/live", None)
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+        held.push(connection);
+    }
+    let mut fourth = connect().await;
+    let waited = tokio::time::timeout(
+        Duration::from_millis(700),
+        get(&mut fourth, "/health/live", None),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "a fourth connection was served over the cap"
+    );
+    drop(held);
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        // The request written above is answered once a slot frees.
+        let mut line = String::new();
+        fourth.read_line(&mut line).await.unwrap();
+        line
+    })
+    .await
+    .expect("the waiting connection was never served");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // SIGTERM: a graceful stop, exit status 0.
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("kairos serve did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    app.stop().await;
+}
