@@ -289,6 +289,17 @@ impl ApiKeyCache {
     }
 }
 
+/// Ids of keys not revoked, at most `limit` of them (the newest first): authentication treats
+/// these as real when it bounds the work of failed attempts.
+pub async fn live_key_ids(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT key_id FROM api_keys WHERE revoked_at IS NULL ORDER BY issued_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// The key and its company's owner, in one round trip.
 pub async fn find_api_key(
     db: impl PgExecutor<'_>,

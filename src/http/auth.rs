@@ -39,8 +39,7 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         // Every way to fail below costs the peer's address a token of its budget, so a flood
-        // of bad keys ends in cheap 429s (see `auth_limit`); a key verified from memory
-        // costs nothing.
+        // of bad keys ends in cheap 429s (see `auth_limit`); a real key costs nothing.
         let guard = &state.auth_guard;
         let source = || super::serve::peer(&parts.extensions).map(|peer| peer.ip());
         let header = parts
@@ -58,7 +57,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| guard.failed(source(), ApiError::Unauthorized(INVALID)))?;
         let (key_id, secret) = api_keys::parse_token(token)
             .ok_or_else(|| guard.failed(source(), ApiError::Unauthorized(INVALID)))?;
-        // Whether this request was already charged for reading an unverified key id.
+        // Whether this request was already charged for reading an unknown key id.
         let mut charged = false;
         let key = state
             .caches
@@ -84,7 +83,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(refuse(EXPIRED));
         }
         if charged {
-            guard.verified(key_id);
+            guard.remember([key_id]);
         }
         state.rate_limiter.check(
             key_id,

@@ -8,10 +8,12 @@
 //! yet (which needs a database read). A source over its budget gets `429` with `Retry-After`
 //! instead, and no database read.
 //!
-//! A key this process has verified costs nothing, from any source: its requests are served
-//! from memory or, when the cache has to read the table again (after a reconnect, say), they
-//! skip the budget, so a real client sharing an address with an attacker (a NAT, a proxy) is
-//! held to its own per-key limit only. Reads of unverified key ids also share a few permits
+//! A real key costs nothing, from any source: the ids of live keys are read at start, and a
+//! key issued later joins them at its first successful use. Their requests are served from
+//! memory or, when the cache has to read the table again (after a reconnect, say), they skip
+//! the budget, so a real client sharing an address with an attacker (a NAT, a proxy) is held
+//! to its own per-key limit only. (Knowing a real key's id gains an attacker nothing: a wrong
+//! secret is a failure, found from memory.) Reads of other key ids also share a few permits
 //! (a quarter of the request pool), so many sources together cannot take the whole pool.
 //!
 //! Behind a reverse proxy every request has the proxy's address: the budget then bounds the
@@ -34,14 +36,15 @@ type SourceLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, Default
 
 /// Sources tracked before the limiter forgets those whose budget is full again.
 const TRACKED_SOURCES: usize = 100_000;
-/// Key ids remembered as verified (16 bytes each); past it the set starts over.
-const VERIFIED_KEYS: usize = 100_000;
+/// Key ids remembered as real (16 bytes each); past it the set starts over.
+pub const KNOWN_KEYS: usize = 100_000;
 
 pub struct AuthGuard {
     failures: Option<SourceLimiter>,
     clock: DefaultClock,
     lookups: Semaphore,
-    verified: Mutex<HashSet<Uuid>>,
+    /// Ids of keys that exist: reading them is never charged.
+    known: Mutex<HashSet<Uuid>>,
 }
 
 impl AuthGuard {
@@ -53,7 +56,7 @@ impl AuthGuard {
                 .map(|rate| RateLimiter::keyed(Quota::per_minute(rate).allow_burst(rate))),
             clock: DefaultClock::default(),
             lookups: Semaphore::new(lookup_permits.max(1)),
-            verified: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashSet::new()),
         }
     }
 
@@ -67,17 +70,17 @@ impl AuthGuard {
         }
     }
 
-    /// Lets a database read of `key_id` go ahead: free for a key this process verified,
-    /// otherwise charged to `source` (`Ok(true)`) and holding one of the lookup permits.
+    /// Lets a database read of `key_id` go ahead: free for a known key, otherwise charged to
+    /// `source` (`Ok(true)`) and holding one of the lookup permits.
     pub async fn admit_lookup(
         &self,
         source: Option<IpAddr>,
         key_id: Uuid,
     ) -> Result<(bool, Option<SemaphorePermit<'_>>), ApiError> {
         if self
-            .verified
+            .known
             .lock()
-            .expect("verified keys lock")
+            .expect("known keys lock")
             .contains(&key_id)
         {
             return Ok((false, None));
@@ -91,13 +94,16 @@ impl AuthGuard {
         Ok((true, Some(permit)))
     }
 
-    /// Remembers a key read from the table and verified, so its next reads are free.
-    pub fn verified(&self, key_id: Uuid) {
-        let mut verified = self.verified.lock().expect("verified keys lock");
-        if verified.len() >= VERIFIED_KEYS {
-            verified.clear();
+    /// Remembers real key ids (live keys at start, a key verified from the table), so that
+    /// reading them is never charged.
+    pub fn remember(&self, key_ids: impl IntoIterator<Item = Uuid>) {
+        let mut known = self.known.lock().expect("known keys lock");
+        for key_id in key_ids {
+            if known.len() >= KNOWN_KEYS {
+                known.clear();
+            }
+            known.insert(key_id);
         }
-        verified.insert(key_id);
     }
 
     fn charge(&self, source: Option<IpAddr>) -> Result<(), ApiError> {
@@ -174,12 +180,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_verified_key_is_looked_up_without_charging_its_source() {
+    async fn a_known_key_is_looked_up_without_charging_its_source() {
         let guard = AuthGuard::new(1, 1);
         let key = Uuid::new_v4();
         assert!(guard.admit_lookup(source("10.0.0.1"), key).await.unwrap().0);
         assert!(guard.admit_lookup(source("10.0.0.1"), key).await.is_err());
-        guard.verified(key);
+        guard.remember([key]);
         let (charged, permit) = guard.admit_lookup(source("10.0.0.1"), key).await.unwrap();
         assert!(!charged && permit.is_none());
     }
