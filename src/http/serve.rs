@@ -12,6 +12,8 @@
 //! - **Connection cap.** A connection holds a semaphore permit from accept to close. At the cap
 //!   the loop stops accepting: new connections wait in the kernel's listen backlog (and are
 //!   refused by it once that is full), so descriptors stay bounded and nothing crashes.
+//! - **Header size.** A request head may hold [`MAX_HEADER_BYTES`] (`431` beyond), so that a
+//!   stalled connection buffers kilobytes, not hyper's default of several hundred.
 //! - **Graceful shutdown.** When `shutdown` resolves the loop stops accepting, idle connections
 //!   close at once and in-flight requests finish before [`run`] returns.
 //!
@@ -44,6 +46,9 @@ pub struct ConnectionLimits {
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
 }
+
+/// The largest request head (request line and headers) read; ours need a few hundred bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 impl ConnectionLimits {
     /// Descriptors kept free for the database pools, the listener, logs and the like, when
@@ -102,7 +107,8 @@ pub async fn run(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     // Connection tasks hold a receiver each: `changed` tells them to wind down, and the sender
@@ -124,6 +130,8 @@ pub async fn run(
                 }
             },
         };
+        // Answers are written whole, and Nagle's algorithm would only delay the last segment.
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));

@@ -220,6 +220,43 @@ async fn an_idle_kept_alive_connection_is_closed_and_shutdown_closes_the_rest() 
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_16_kib_is_refused_with_431_and_the_connection_closed() {
+    let app = spawn_app().await;
+    let served = serve(&app, ConnectionLimits::default()).await;
+    let mut fine = served.connect().await;
+    let padding = "a".repeat(8 * 1024);
+    fine.get_mut()
+        .write_all(
+            format!("GET /health/live HTTP/1.1\r\nHost: k\r\nX-Pad: {padding}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut line = String::new();
+    fine.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+
+    let mut huge = served.connect().await;
+    let padding = "a".repeat(17 * 1024);
+    // The server may close before all of it is written; what it answered is what counts.
+    let _ = huge
+        .get_mut()
+        .write_all(
+            format!("GET /health/live HTTP/1.1\r\nHost: k\r\nX-Pad: {padding}\r\n\r\n").as_bytes(),
+        )
+        .await;
+    let mut line = String::new();
+    huge.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 431"), "{line}");
+    assert!(
+        closed_within(&mut huge, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    served.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_idle_connections_do_not_stop_real_requests() {
     // Both ends of every connection live in this process.
