@@ -15,7 +15,8 @@
 //! - **Header size.** A request head may hold [`MAX_HEADER_BYTES`] (`431` beyond), so that a
 //!   stalled connection buffers kilobytes, not hyper's default of several hundred.
 //! - **Graceful shutdown.** When `shutdown` resolves the loop stops accepting, idle connections
-//!   close at once and in-flight requests finish before [`run`] returns.
+//!   close at once and in-flight requests finish before [`run`] returns; a connection still
+//!   open after [`SHUTDOWN_GRACE`] (a client that never reads its answer) is abandoned.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` (the peer), which authentication uses to
 //! limit failed attempts per source.
@@ -46,6 +47,11 @@ pub struct ConnectionLimits {
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
 }
+
+/// How long shutdown waits for open connections. Requests end within the edge's 30 s
+/// timeout and a stalled head within the header timeout (at most 30 s), so only a peer that
+/// does not read its answer is left then.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(35);
 
 /// The largest request head (request line and headers) read; ours need a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -159,7 +165,15 @@ pub async fn run(
     drop(stopping);
     // Every connection task sees the change, finishes its request and drops its receiver.
     let _ = stop.send(());
-    stop.closed().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, stop.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = stop.receiver_count(),
+            "connections still open after the shutdown grace period are abandoned"
+        );
+    }
     Ok(())
 }
 

@@ -221,6 +221,36 @@ async fn an_idle_kept_alive_connection_is_closed_and_shutdown_closes_the_rest() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_request_in_progress_finish_before_run_returns() {
+    let app = spawn_app().await;
+    let served = serve(&app, ConnectionLimits::default()).await;
+    let mut started = served.connect().await;
+    started
+        .get_mut()
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: k\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Served { stop, task, .. } = served;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !task.is_finished(),
+        "run returned with a request in progress"
+    );
+    started.get_mut().write_all(b"\r\n").await.unwrap();
+    let mut line = String::new();
+    started.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run returns once the last request is answered")
+        .unwrap()
+        .unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_over_16_kib_is_refused_with_431_and_the_connection_closed() {
     let app = spawn_app().await;
     let served = serve(&app, ConnectionLimits::default()).await;
