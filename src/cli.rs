@@ -268,6 +268,7 @@ async fn serve(config: Config, no_migrate: bool) -> anyhow::Result<()> {
         max_connections: http::serve::cap_to_open_files(
             config.connections.max_connections,
             open_files,
+            config.pool_size,
         ),
         ..config.connections
     };

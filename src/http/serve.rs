@@ -56,12 +56,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(35);
 /// The largest request head (request line and headers) read; ours need a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-impl ConnectionLimits {
-    /// Descriptors kept free for the database pools, the listener, logs and the like, when
-    /// the cap is derived from the process's open-file limit.
-    pub const RESERVED_DESCRIPTORS: u64 = 256;
-}
-
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
@@ -89,15 +83,18 @@ pub fn raise_open_file_limit() -> Option<u64> {
     }
 }
 
-/// `wanted`, lowered so that connections and [`ConnectionLimits::RESERVED_DESCRIPTORS`] fit
-/// in `open_file_limit`.
-pub fn cap_to_open_files(wanted: usize, open_file_limit: Option<u64>) -> usize {
+/// Descriptors kept free besides the request pool (projector pool, listener, logs, the
+/// migrator), when the cap is derived from the open-file limit.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// `wanted`, lowered so that connections, `pool_size` database connections and
+/// [`RESERVED_DESCRIPTORS`] fit in `open_file_limit`.
+pub fn cap_to_open_files(wanted: usize, open_file_limit: Option<u64>, pool_size: u32) -> usize {
     let Some(limit) = open_file_limit else {
         return wanted;
     };
-    let room = limit
-        .saturating_sub(ConnectionLimits::RESERVED_DESCRIPTORS)
-        .max(1);
+    let reserved = RESERVED_DESCRIPTORS + u64::from(pool_size);
+    let room = limit.saturating_sub(reserved).max(1);
     wanted
         .min(usize::try_from(room).unwrap_or(usize::MAX))
         .max(1)
@@ -205,9 +202,9 @@ mod tests {
 
     #[test]
     fn the_connection_cap_leaves_room_for_other_descriptors() {
-        assert_eq!(cap_to_open_files(10_000, Some(1024)), 768);
-        assert_eq!(cap_to_open_files(500, Some(1024)), 500);
-        assert_eq!(cap_to_open_files(10_000, Some(100)), 1);
-        assert_eq!(cap_to_open_files(10_000, None), 10_000);
+        assert_eq!(cap_to_open_files(10_000, Some(1024), 20), 748);
+        assert_eq!(cap_to_open_files(500, Some(1024), 20), 500);
+        assert_eq!(cap_to_open_files(10_000, Some(100), 20), 1);
+        assert_eq!(cap_to_open_files(10_000, None, 20), 10_000);
     }
 }
