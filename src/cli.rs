@@ -256,14 +256,37 @@ async fn serve(config: Config, no_migrate: bool) -> anyhow::Result<()> {
         read_your_writes_timeout: config.read_your_writes_timeout,
         runtime: RuntimeConfig::default(),
         windows_cache_users: config.windows_cache_users,
+        auth_failures_per_minute: config.auth_failures_per_minute,
     })
     .await
     .context("starting")?;
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .with_context(|| format!("binding {}", config.bind))?;
-    tracing::info!(address = %listener.local_addr()?, "serving");
-    http::run(listener, kairos.router(), shutdown_signal()).await?;
+    let open_files = http::serve::raise_open_file_limit();
+    let limits = http::ConnectionLimits {
+        max_connections: http::serve::cap_to_open_files(
+            config.connections.max_connections,
+            open_files,
+            config.pool_size,
+        ),
+        ..config.connections
+    };
+    if limits.max_connections < config.connections.max_connections {
+        tracing::warn!(
+            wanted = config.connections.max_connections,
+            open_file_limit = open_files,
+            max_connections = limits.max_connections,
+            "fewer connections than KAIROS_MAX_CONNECTIONS fit in the open-file limit"
+        );
+    }
+    tracing::info!(
+        address = %listener.local_addr()?,
+        max_connections = limits.max_connections,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        "serving"
+    );
+    http::run(listener, kairos.router(), limits, shutdown_signal()).await?;
     tracing::info!("stopping projectors");
     kairos.stop().await;
     Ok(())

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::http::ConnectionLimits;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -31,6 +33,12 @@ pub struct Config {
     pub read_your_writes_timeout: Duration,
     /// `KAIROS_WINDOWS_CACHE_USERS`: users whose bookable windows stay in memory, default 250000.
     pub windows_cache_users: usize,
+    /// `KAIROS_HEADER_READ_TIMEOUT_SECS` (default 30, 1 to 30) and `KAIROS_MAX_CONNECTIONS`
+    /// (default 10000; lowered to fit the open-file limit when serving).
+    pub connections: ConnectionLimits,
+    /// `KAIROS_AUTH_FAILURES_PER_MINUTE`: failed authentications per source address, default
+    /// 60 (bursts to that many); 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -42,6 +50,8 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("pool_size", &self.pool_size)
+            .field("connections", &self.connections)
+            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +76,7 @@ impl Config {
                     .with_context(|| format!("{name} must be a non-negative integer")),
             }
         };
+        let defaults = ConnectionLimits::default();
         Ok(Self {
             database_url,
             bind: var("KAIROS_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string()),
@@ -82,6 +93,21 @@ impl Config {
             )?),
             windows_cache_users: usize::try_from(number("KAIROS_WINDOWS_CACHE_USERS", 250_000)?)
                 .context("KAIROS_WINDOWS_CACHE_USERS is too large")?,
+            connections: ConnectionLimits {
+                header_read_timeout: header_read_timeout(number(
+                    "KAIROS_HEADER_READ_TIMEOUT_SECS",
+                    defaults.header_read_timeout.as_secs(),
+                )?)?,
+                max_connections: match number(
+                    "KAIROS_MAX_CONNECTIONS",
+                    defaults.max_connections as u64,
+                )? {
+                    0 => bail!("KAIROS_MAX_CONNECTIONS must be at least 1"),
+                    n => usize::try_from(n).context("KAIROS_MAX_CONNECTIONS is too large")?,
+                },
+            },
+            auth_failures_per_minute: u32::try_from(number("KAIROS_AUTH_FAILURES_PER_MINUTE", 60)?)
+                .context("KAIROS_AUTH_FAILURES_PER_MINUTE is too large")?,
         })
     }
 
@@ -103,6 +129,15 @@ impl Config {
     }
 }
 
+/// The header-read timeout is what closes a connection that stops sending (issue 15: within
+/// 30 s), so it can be shortened but neither turned off nor lengthened past that.
+fn header_read_timeout(seconds: u64) -> anyhow::Result<Duration> {
+    if !(1..=30).contains(&seconds) {
+        bail!("KAIROS_HEADER_READ_TIMEOUT_SECS must be between 1 and 30, not {seconds}");
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
 /// `http://` and the bind address, except that a wildcard host (`0.0.0.0`, `[::]`, the usual
 /// bind in a container) is no address a browser can open: it becomes `localhost`.
 fn default_public_url(bind: &str) -> String {
@@ -116,7 +151,16 @@ fn default_public_url(bind: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::default_public_url;
+    use super::{default_public_url, header_read_timeout};
+    use std::time::Duration;
+
+    #[test]
+    fn the_header_read_timeout_can_be_shortened_but_not_turned_off_or_lengthened() {
+        assert_eq!(header_read_timeout(5).unwrap(), Duration::from_secs(5));
+        assert_eq!(header_read_timeout(30).unwrap(), Duration::from_secs(30));
+        assert!(header_read_timeout(0).is_err());
+        assert!(header_read_timeout(31).is_err());
+    }
 
     #[test]
     fn the_default_public_url_is_the_bind_address_unless_that_is_a_wildcard() {

@@ -14,6 +14,8 @@ use sqlx::PgPool;
 use crate::commands::CommandBus;
 use crate::db;
 use crate::event_store::EventStore;
+use crate::http::auth_limit::{AuthGuard, KNOWN_KEYS};
+use crate::http::health::Probes;
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState, Shared};
@@ -32,6 +34,8 @@ pub struct Options {
     pub runtime: RuntimeConfig,
     /// How many users' bookable windows the server keeps in memory.
     pub windows_cache_users: usize,
+    /// Failed authentications per source address a minute (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 /// A started Kairos: serve [`Kairos::router`], then [`Kairos::stop`].
@@ -95,7 +99,20 @@ impl Kairos {
             caches,
             metrics: Arc::new(Metrics::default()),
             rate_limiter: Arc::new(RateLimits::new(options.rate_limit_per_minute)),
+            // Reads of unknown key ids may take a quarter of the request pool at most.
+            auth_guard: AuthGuard::new(
+                options.auth_failures_per_minute,
+                (options.pool_size as usize / 4).max(1),
+            ),
+            probes: Probes::default(),
         });
+        // The live keys are real: failed attempts from their clients' addresses must not
+        // lock them out (`auth_limit`). One read of the keys table; keys
+        // issued later join at their first use.
+        match projections::companies::live_key_ids(&state.pool, KNOWN_KEYS as i64).await {
+            Ok(ids) => state.auth_guard.remember(ids),
+            Err(error) => tracing::warn!(%error, "could not read the live API keys"),
+        }
         Ok(Self {
             state,
             projections: handle,

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgExecutor, Row};
+use std::future::Future;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -190,14 +191,24 @@ pub struct ApiKeyRow {
 
 /// Verified-key lookups in memory: authentication reads a key on every request, and keys
 /// change rarely. Revocation still takes effect at once (see [`crate::cache`]).
+///
+/// Key ids the table does not hold are remembered too (bounded), so a client repeating an
+/// unknown key costs no database round trip. Both sets follow the same notices: issuing a key
+/// drops its id from the unknown ones in every process, as revoking drops it from the known.
 pub struct ApiKeyCache {
     keys: Arc<InvalidatingCache<Uuid, Arc<ApiKeyRow>>>,
+    unknown: Arc<InvalidatingCache<Uuid, ()>>,
 }
+
+/// At most this many unknown key ids are remembered (a few MiB); beyond it an arbitrary one
+/// makes room, so a flood of random ids costs a lookup each, never memory.
+pub const UNKNOWN_KEY_IDS: usize = 100_000;
 
 impl ApiKeyCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             keys: Arc::new(InvalidatingCache::new(capacity)),
+            unknown: Arc::new(InvalidatingCache::new(UNKNOWN_KEY_IDS)),
         }
     }
 
@@ -206,9 +217,30 @@ impl ApiKeyCache {
         db: impl PgExecutor<'_>,
         key_id: Uuid,
     ) -> Result<Option<Arc<ApiKeyRow>>, sqlx::Error> {
+        self.get_gated(db, key_id, async { Ok::<_, sqlx::Error>(()) })
+            .await
+    }
+
+    /// The key, from memory when either set knows its id; otherwise read from the table once
+    /// `gate` lets it (holding what `gate` returns, a permit say, until the read is done).
+    /// `gate` is not awaited at all when memory answers.
+    pub async fn get_gated<G, E: From<sqlx::Error>>(
+        &self,
+        db: impl PgExecutor<'_>,
+        key_id: Uuid,
+        gate: impl Future<Output = Result<G, E>>,
+    ) -> Result<Option<Arc<ApiKeyRow>>, E> {
         self.keys
             .get_or_load(key_id, async {
-                Ok(find_api_key(db, key_id).await?.map(Arc::new))
+                let mut found = None;
+                self.unknown
+                    .get_or_load(key_id, async {
+                        let _pass = gate.await?;
+                        found = find_api_key(db, key_id).await?.map(Arc::new);
+                        Ok::<_, E>(found.is_none().then_some(()))
+                    })
+                    .await?;
+                Ok(found)
             })
             .await
     }
@@ -219,17 +251,58 @@ impl ApiKeyCache {
     }
 
     pub fn invalidate(&self, key_ids: impl IntoIterator<Item = Uuid>) {
-        self.keys.invalidate(key_ids);
+        let key_ids: Vec<Uuid> = key_ids.into_iter().collect();
+        self.keys.invalidate(key_ids.iter().copied());
+        self.unknown.invalidate(key_ids);
     }
 
     pub fn clear(&self) {
         self.keys.clear();
+        self.unknown.clear();
     }
 
-    pub fn subscription(&self) -> Subscription {
-        self.keys
-            .subscription(KEYS_CHANNEL, |id| Uuid::parse_str(id).ok())
+    /// Unknown key ids remembered now.
+    pub fn unknown_len(&self) -> usize {
+        self.unknown.len()
     }
+
+    /// One subscription for both sets. The unknown set reads the notices of its own process
+    /// as another's (the origin is the known set's): harmless, as the projector already
+    /// dropped those ids there.
+    pub fn subscription(&self) -> Subscription {
+        let parse = |id: &str| Uuid::parse_str(id).ok();
+        let known = self.keys.subscription(KEYS_CHANNEL, parse);
+        let unknown = self.unknown.subscription(KEYS_CHANNEL, parse);
+        let (known_notice, unknown_notice) = (known.on_notice, unknown.on_notice);
+        let (known_unfollowed, unknown_unfollowed) = (known.on_unfollowed, unknown.on_unfollowed);
+        let (known_followed, unknown_followed) = (known.on_followed, unknown.on_followed);
+        Subscription {
+            channel: KEYS_CHANNEL,
+            on_notice: Arc::new(move |payload: &str| {
+                known_notice(payload);
+                unknown_notice(payload);
+            }),
+            on_unfollowed: Arc::new(move || {
+                known_unfollowed();
+                unknown_unfollowed();
+            }),
+            on_followed: Arc::new(move || {
+                known_followed();
+                unknown_followed();
+            }),
+        }
+    }
+}
+
+/// Ids of keys not revoked, at most `limit` of them (the newest first): authentication treats
+/// these as real when it bounds the work of failed attempts.
+pub async fn live_key_ids(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT key_id FROM api_keys WHERE revoked_at IS NULL ORDER BY issued_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// The key and its company's owner, in one round trip.

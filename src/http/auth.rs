@@ -38,11 +38,15 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Every way to fail below costs the peer's address a token of its budget, so a flood
+        // of bad keys ends in cheap 429s (see `auth_limit`); a real key costs nothing.
+        let guard = &state.auth_guard;
+        let source = || super::serve::peer(&parts.extensions).map(|peer| peer.ip());
         let header = parts
             .headers
             .get(AUTHORIZATION)
             .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
-            .ok_or(ApiError::Unauthorized(MISSING))?;
+            .ok_or_else(|| guard.failed(source(), ApiError::Unauthorized(MISSING)))?;
         let token = header
             .to_str()
             .ok()
@@ -50,20 +54,36 @@ impl FromRequestParts<AppState> for Caller {
                 let (scheme, token) = value.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
-            .ok_or(ApiError::Unauthorized(INVALID))?;
-        let (key_id, secret) =
-            api_keys::parse_token(token).ok_or(ApiError::Unauthorized(INVALID))?;
+            .ok_or_else(|| guard.failed(source(), ApiError::Unauthorized(INVALID)))?;
+        let (key_id, secret) = api_keys::parse_token(token)
+            .ok_or_else(|| guard.failed(source(), ApiError::Unauthorized(INVALID)))?;
+        // Whether this request was already charged for reading an unknown key id.
+        let mut charged = false;
         let key = state
             .caches
             .api_keys
-            .get(&state.pool, key_id)
-            .await?
-            .ok_or(ApiError::Unauthorized(INVALID))?;
+            .get_gated(&state.pool, key_id, async {
+                let (was_charged, permit) = guard.admit_lookup(source(), key_id).await?;
+                charged = was_charged;
+                Ok::<_, ApiError>(permit)
+            })
+            .await?;
+        let refuse = |message| {
+            if charged {
+                ApiError::Unauthorized(message)
+            } else {
+                guard.failed(source(), ApiError::Unauthorized(message))
+            }
+        };
+        let key = key.ok_or_else(|| refuse(INVALID))?;
         if !api_keys::secret_matches(secret, &key.secret_hash) || key.revoked_at.is_some() {
-            return Err(ApiError::Unauthorized(INVALID));
+            return Err(refuse(INVALID));
         }
         if key.expires_at <= state.bus.clock().now() {
-            return Err(ApiError::Unauthorized(EXPIRED));
+            return Err(refuse(EXPIRED));
+        }
+        if charged {
+            guard.remember([key_id]);
         }
         state.rate_limiter.check(
             key_id,

@@ -146,7 +146,18 @@ impl Metrics {
 }
 
 pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
-    for projector in projections::runtime::status(&state.pool).await? {
+    // At most one status query a second, however often this is scraped (`health::Probes`).
+    let projectors = state
+        .probes
+        .projectors
+        .get(async {
+            projections::runtime::status(&state.pool)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(ApiError::Unavailable)?;
+    for projector in projectors {
         let labels = ProjectorLabels {
             projector: projector.name.clone(),
         };

@@ -6,30 +6,31 @@
 
 mod audit;
 pub mod auth;
+pub mod auth_limit;
 mod edge;
 pub mod error;
 pub mod extract;
-mod health;
+pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
+pub mod serve;
 mod users;
 pub mod views;
 mod windows;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 
 use crate::commands::CommandBus;
 use error::ApiError;
 use rate_limit::RateLimits;
+pub use serve::{ConnectionLimits, run};
 
 /// What handlers share. Extractors clone it on every request, so it is one `Arc`.
 #[derive(Clone)]
@@ -60,6 +61,10 @@ pub struct Shared {
     pub caches: projections::Caches,
     pub metrics: Arc<metrics::Metrics>,
     pub rate_limiter: Arc<RateLimits>,
+    /// Per-source budget of failed authentications.
+    pub auth_guard: auth_limit::AuthGuard,
+    /// The database probes of `/health/ready` and `/metrics`, each at most once a second.
+    pub probes: health::Probes,
 }
 
 /// The whole API as a router, for `run` and for tests (`oneshot`).
@@ -76,17 +81,6 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, edge::edge))
         .with_state(state)
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn not_found() -> ApiError {

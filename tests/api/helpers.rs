@@ -321,6 +321,7 @@ async fn start_kairos(
         read_your_writes_timeout: Duration::from_secs(10),
         runtime,
         windows_cache_users: 10_000,
+        auth_failures_per_minute: 60,
     })
     .await
     .expect("start kairos")

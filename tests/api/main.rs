@@ -4,6 +4,7 @@
 mod audit;
 mod browser;
 mod cli;
+mod edge;
 mod event_store;
 mod helpers;
 mod http;
