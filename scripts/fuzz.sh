@@ -53,7 +53,7 @@ key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])' <<<"$c
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$OUT"
-KAIROS_BIND="127.0.0.1:$port" KAIROS_RATE_LIMIT_PER_MINUTE=1000000 RUST_LOG="${RUST_LOG:-warn}" \
+KAIROS_BIND="127.0.0.1:$port" KAIROS_RATE_LIMIT_PER_MINUTE=1000000 KAIROS_AUTH_FAILURES_PER_MINUTE=0 RUST_LOG="${RUST_LOG:-warn}" \
   "$BIN" serve --no-migrate >"$OUT/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
