@@ -91,12 +91,33 @@ pub trait StoredEvent: DomainEvent {
         &[]
     }
 
+    /// Whether an event of `event_type` erases its aggregate's personal data (and ends it):
+    /// the same fact as [`StoreEffect::EraseDataSubject`] among its effects, by type, so a
+    /// reader that cannot decode the stream (a quarantined one) still recognizes it.
+    fn erases_subject_of(event_type: &str) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = event_type;
+        false
+    }
+
     /// [`Self::personal_fields_of`] this event's type.
     fn personal_fields(&self) -> &'static [&'static str]
     where
         Self: Sized,
     {
         Self::personal_fields_of(&self.event_type())
+    }
+}
+
+/// [`StoredEvent::erases_subject_of`] by aggregate type.
+pub fn erases_subject(aggregate_type: &str, event_type: &str) -> bool {
+    use cqrs_es::Aggregate;
+    match aggregate_type {
+        crate::user::User::TYPE => crate::user::UserEvent::erases_subject_of(event_type),
+        crate::company::Company::TYPE => crate::company::CompanyEvent::erases_subject_of(event_type),
+        _ => false,
     }
 }
 

@@ -365,8 +365,11 @@ impl BookableWindowsProjector {
         }
     }
 
+    /// Adds to what the transaction in progress wrote. A transaction may call `apply` more
+    /// than once (a batch applied event by event to set a poison event aside), and each
+    /// ends in `committed` or `abandoned`, which take the whole list.
     fn remember(&self, written: Vec<(Uuid, Option<Arc<UserWindows>>)>) {
-        *self.written.lock().expect("written lock") = written;
+        self.written.lock().expect("written lock").extend(written);
     }
 
     /// The staged windows may or may not be in the table: forget them and their users.
@@ -419,7 +422,6 @@ impl Projector for BookableWindowsProjector {
                 *sequence = (*sequence).max(event.sequence);
             }
         }
-        self.remember(Vec::new());
         if from_batch.is_empty() && latest.is_empty() {
             return Ok(());
         }

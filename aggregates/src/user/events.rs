@@ -170,6 +170,10 @@ impl StoredEvent for UserEvent {
     /// `every_declared_personal_field_is_a_string_of_its_event` keeps it in step with the
     /// variants. Free text a client chooses that is not personal (availability and meeting
     /// type names) is not declared, so it is stored and read as the plain text it is.
+    fn erases_subject_of(event_type: &str) -> bool {
+        event_type == "UserDeleted"
+    }
+
     fn personal_fields_of(event_type: &str) -> &'static [&'static str] {
         match event_type {
             "UserCreated" => &["email", "givenName", "familyName", "slug"],

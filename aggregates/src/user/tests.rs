@@ -586,6 +586,14 @@ fn every_declared_personal_field_is_a_string_of_its_event() {
     ];
     for event in events {
         let payload = crate::effects::payload_of(&event).unwrap();
+        assert_eq!(
+            crate::effects::erases_subject(User::TYPE, &event.event_type()),
+            event
+                .effects("u")
+                .contains(&crate::effects::StoreEffect::EraseDataSubject),
+            "{}: erasure by type and by value disagree",
+            event.event_type()
+        );
         let declared = crate::effects::personal_fields(User::TYPE, &event.event_type());
         assert_eq!(declared, event.personal_fields());
         for field in declared {
