@@ -377,7 +377,9 @@ async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
     }
     let quarantined: Vec<_> = statuses.iter().flat_map(|s| &s.quarantined).collect();
     if !quarantined.is_empty() {
-        println!("\nquarantined aggregates (their reads answer 503; fix the cause, then `kairos projections retry`):");
+        println!(
+            "\nquarantined aggregates (their reads answer 503; fix the cause, then `kairos projections retry`):"
+        );
         print_quarantined(&quarantined);
     }
     Ok(())

@@ -116,7 +116,9 @@ pub fn erases_subject(aggregate_type: &str, event_type: &str) -> bool {
     use cqrs_es::Aggregate;
     match aggregate_type {
         crate::user::User::TYPE => crate::user::UserEvent::erases_subject_of(event_type),
-        crate::company::Company::TYPE => crate::company::CompanyEvent::erases_subject_of(event_type),
+        crate::company::Company::TYPE => {
+            crate::company::CompanyEvent::erases_subject_of(event_type)
+        }
         _ => false,
     }
 }

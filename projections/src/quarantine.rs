@@ -173,8 +173,10 @@ impl Accumulated {
         }
         for key in changes.released {
             self.blocked.remove(&key);
-            self.rows
-                .retain(|q| (q.aggregate_type.as_str(), q.aggregate_id.as_str()) != (key.0.as_str(), key.1.as_str()));
+            self.rows.retain(|q| {
+                (q.aggregate_type.as_str(), q.aggregate_id.as_str())
+                    != (key.0.as_str(), key.1.as_str())
+            });
         }
     }
 
@@ -295,7 +297,9 @@ pub async fn apply_isolating(
         if was_blocked && !erases(event) {
             continue;
         }
-        sqlx::query("SAVEPOINT kairos_event").execute(&mut *tx).await?;
+        sqlx::query("SAVEPOINT kairos_event")
+            .execute(&mut *tx)
+            .await?;
         match projector.apply(&mut *tx, std::slice::from_ref(event)).await {
             Ok(()) => {
                 sqlx::query("RELEASE SAVEPOINT kairos_event")
@@ -366,14 +370,17 @@ pub async fn retry(
         events.sort_by_key(LogEvent::log_position);
         let outcome = async {
             if projector.needs_personal_data()
-                && let Some((_, error)) = log::open_personal_fields_each(&mut *tx, keyring, &mut events)
-                    .await?
-                    .into_iter()
-                    .next()
+                && let Some((_, error)) =
+                    log::open_personal_fields_each(&mut *tx, keyring, &mut events)
+                        .await?
+                        .into_iter()
+                        .next()
             {
                 return Err(ProjectionError::Log(error));
             }
-            sqlx::query("SAVEPOINT kairos_retry").execute(&mut *tx).await?;
+            sqlx::query("SAVEPOINT kairos_retry")
+                .execute(&mut *tx)
+                .await?;
             projector.apply(&mut *tx, &events).await
         }
         .await;

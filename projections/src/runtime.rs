@@ -493,6 +493,11 @@ impl Runtime {
         for projector in &self.projectors {
             ensure_checkpoint(&self.pool, projector.name()).await?;
         }
+        // Known before the first request is served (the listener reloads it again once it
+        // follows, for whatever changed in between).
+        if let Some(set) = &self.quarantine {
+            set.reload(&self.pool).await?;
+        }
         let mut tasks = vec![tokio::spawn(listen(
             self.pool.clone(),
             self.wake.clone(),
@@ -986,9 +991,15 @@ async fn apply_in(
     let mut retried = Vec::new();
     if has_quarantine {
         let rows = quarantine::load(&mut *tx, name).await?;
-        retried =
-            quarantine::retry(&mut *tx, keyring, projector, &rows, checkpoint, &mut changes)
-                .await?;
+        retried = quarantine::retry(
+            &mut *tx,
+            keyring,
+            projector,
+            &rows,
+            checkpoint,
+            &mut changes,
+        )
+        .await?;
         let released: HashSet<&(String, String)> = changes.released.iter().collect();
         blocked = rows
             .into_iter()

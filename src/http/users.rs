@@ -395,7 +395,10 @@ const PROFILE_PROJECTORS: &[&str] = &[projections::users::NAME];
 /// Whether a projector has set this user aside ([`projections::quarantine`]): its read
 /// model may be stale or missing, so reads of it answer 503 rather than either.
 pub fn quarantined(state: &AppState, company_id: Uuid, user_id: Uuid, projectors: &[&str]) -> bool {
-    state.caches.quarantine.blocks(company_id, user_id, projectors)
+    state
+        .caches
+        .quarantine
+        .blocks(company_id, user_id, projectors)
 }
 
 /// The 503 a read of a quarantined user answers (the detail goes to the log only).
@@ -466,7 +469,12 @@ pub async fn list_users(
     )
     .await?;
     if let Some(user) = users.iter().find(|user| {
-        quarantined(&state, acting.caller.company_id, user.user_id, PROFILE_PROJECTORS)
+        quarantined(
+            &state,
+            acting.caller.company_id,
+            user.user_id,
+            PROFILE_PROJECTORS,
+        )
     }) {
         return Err(quarantined_error(user.user_id));
     }
@@ -536,7 +544,12 @@ pub async fn update_user(
         .bus
         .wait_for(USER_READ_MODELS, committed.position)
         .await;
-    if quarantined(&state, acting.caller.company_id, user_id, PROFILE_PROJECTORS) {
+    if quarantined(
+        &state,
+        acting.caller.company_id,
+        user_id,
+        PROFILE_PROJECTORS,
+    ) {
         // The change is recorded; the read model cannot show it. The log can.
         return user_from_log(&state, acting.caller.company_id, user_id, None).await;
     }

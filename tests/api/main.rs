@@ -9,6 +9,7 @@ mod helpers;
 mod http;
 mod processes;
 mod projectors;
+mod quarantine;
 mod robustness;
 mod users;
 mod windows;
