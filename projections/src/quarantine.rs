@@ -520,6 +520,9 @@ pub async fn request_retry(
     Ok(done.rows_affected())
 }
 
+/// A projector holding an aggregate in quarantine, and the company of the aggregate.
+type Holder = (String, Option<uuid::Uuid>);
+
 /// The quarantined aggregates as a serving process knows them, so reads of one answer 503.
 ///
 /// Reads ask on every request, so the common case (nothing quarantined) is one atomic load.
@@ -532,7 +535,7 @@ pub struct QuarantineSet {
     any: AtomicBool,
     /// Aggregate id → the projectors that quarantine it, with the company of its event (so
     /// another company asking for the id learns nothing: it gets its usual 404).
-    entries: RwLock<HashMap<String, Vec<(String, Option<uuid::Uuid>)>>>,
+    entries: RwLock<HashMap<String, Vec<Holder>>>,
     pool: OnceLock<PgPool>,
     /// Reloads run one at a time, so the last to finish read the newest state.
     reloading: tokio::sync::Mutex<()>,
@@ -571,7 +574,7 @@ impl QuarantineSet {
         )
         .fetch_all(pool)
         .await?;
-        let mut entries: HashMap<String, Vec<(String, Option<uuid::Uuid>)>> = HashMap::new();
+        let mut entries: HashMap<String, Vec<Holder>> = HashMap::new();
         for (aggregate_id, projector, company_id) in rows {
             entries
                 .entry(aggregate_id)
