@@ -459,11 +459,18 @@ impl Projector for BookableWindowsProjector {
         tx: &mut PgConnection,
         applied: LogPosition,
     ) -> Result<Vec<String>, ProjectionError> {
+        // A user this projector set aside is left alone: its stream may not fold, and one
+        // such user must not fail the upkeep of all the others (crate::quarantine).
         let due: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT user_id FROM bookable_windows WHERE refresh_at <= $1 ORDER BY refresh_at LIMIT $2",
+            "SELECT user_id FROM bookable_windows w WHERE refresh_at <= $1 \
+               AND NOT EXISTS (SELECT 1 FROM projector_quarantine q \
+                               WHERE q.projector = $3 AND q.aggregate_type = 'User' \
+                                 AND q.aggregate_id = w.user_id::text) \
+             ORDER BY refresh_at LIMIT $2",
         )
         .bind(self.clock.now())
         .bind(MAINTENANCE_CHUNK)
+        .bind(NAME)
         .fetch_all(&mut *tx)
         .await?;
         if due.is_empty() {

@@ -615,3 +615,46 @@ impl QuarantineSet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_error() -> ProjectionError {
+        let source = serde_json::from_str::<u8>("\"Ada\"").unwrap_err();
+        ProjectionError::Log(LogError::Decode {
+            position: 7,
+            event_type: "UserRenamed".into(),
+            source,
+        })
+    }
+
+    #[test]
+    fn what_no_retry_can_fix_is_permanent_and_everything_else_is_transient() {
+        assert!(is_permanent(&decode_error()));
+        assert!(is_permanent(&ProjectionError::Log(LogError::Keyring {
+            position: 7,
+            source: crate::keyring::KeyringError::Open,
+        })));
+        assert!(is_permanent(&ProjectionError::Invalid("bad id".into())));
+        for transient in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            sqlx::Error::Protocol("unexpected message".into()),
+            sqlx::Error::RowNotFound,
+        ] {
+            assert!(!is_permanent(&ProjectionError::Database(transient)));
+        }
+        assert!(!is_permanent(&ProjectionError::Log(LogError::Database(
+            sqlx::Error::PoolTimedOut
+        ))));
+    }
+
+    #[test]
+    fn a_reason_names_the_event_but_never_quotes_its_data() {
+        let reason = reason(&decode_error());
+        assert_eq!(reason, "event at position 7 does not decode as UserRenamed");
+        assert!(!reason.contains("Ada"));
+    }
+}

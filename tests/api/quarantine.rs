@@ -537,3 +537,72 @@ async fn a_transient_failure_is_retried_and_never_quarantines() {
     assert_all_running_and_clean(&app).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_quarantined_user_does_not_hold_back_the_horizons_of_the_others() {
+    let app = spawn_app().await;
+    let steady = app
+        .create_user(user_body("steady@example.com", "Ste", "Ady"))
+        .await;
+    let (victim_id, _) = poison_a_user(&app, "victim@example.com").await;
+    wait_for_quarantine(&app, "bookable_windows", &victim_id, true).await;
+    let covers = || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT covers_until FROM bookable_windows WHERE user_id = $1",
+        )
+        .bind(id(&steady).parse::<uuid::Uuid>().unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let before = covers().await;
+    // Days pass: both users' windows are due for upkeep; the victim's stream cannot be
+    // folded, the steady user's horizon moves anyway.
+    app.clock.advance(chrono::Duration::days(3));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while covers().await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the horizon never moved: {:?}",
+            statuses(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn database_errors_are_permanent_only_when_the_data_is_at_fault() {
+    use projections::quarantine::is_permanent;
+    use projections::runtime::ProjectionError;
+    let app = spawn_app().await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let error_of = |sql: &'static str| {
+        let pool = app.pool.clone();
+        async move { ProjectionError::Database(sqlx::query(sql).execute(&pool).await.unwrap_err()) }
+    };
+    // Class 22 (data exception) and 23 (integrity violation): the same data fails again.
+    assert!(is_permanent(&error_of("SELECT 1 / 0").await));
+    assert!(is_permanent(&error_of("SELECT 'x'::uuid").await));
+    assert!(is_permanent(
+        &error_of("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '23505'; END $$").await
+    ));
+    // A timeout, a missing table, a serialization failure: not the data's fault.
+    sqlx::query("SET LOCAL statement_timeout = '10ms'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let timeout = sqlx::query("SELECT pg_sleep(1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(!is_permanent(&ProjectionError::Database(timeout)));
+    assert!(!is_permanent(
+        &error_of("SELECT * FROM no_such_table").await
+    ));
+    assert!(!is_permanent(
+        &error_of("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$").await
+    ));
+    drop(tx);
+    app.stop().await;
+}
