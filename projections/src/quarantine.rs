@@ -368,23 +368,21 @@ pub async fn retry(
                 .filter(|e| e.log_position() >= from && e.log_position() <= checkpoint)
                 .collect();
         events.sort_by_key(LogEvent::log_position);
-        let outcome = async {
-            if projector.needs_personal_data()
-                && let Some((_, error)) =
-                    log::open_personal_fields_each(&mut *tx, keyring, &mut events)
-                        .await?
-                        .into_iter()
-                        .next()
-            {
-                return Err(ProjectionError::Log(error));
-            }
-            sqlx::query("SAVEPOINT kairos_retry")
-                .execute(&mut *tx)
-                .await?;
-            projector.apply(&mut *tx, &events).await
+        if projector.needs_personal_data()
+            && let Some((_, error)) = log::open_personal_fields_each(&mut *tx, keyring, &mut events)
+                .await?
+                .into_iter()
+                .next()
+        {
+            changes
+                .still_failing
+                .push((key, reason(&ProjectionError::Log(error))));
+            continue;
         }
-        .await;
-        match outcome {
+        sqlx::query("SAVEPOINT kairos_retry")
+            .execute(&mut *tx)
+            .await?;
+        match projector.apply(&mut *tx, &events).await {
             Ok(()) => {
                 sqlx::query("RELEASE SAVEPOINT kairos_retry")
                     .execute(&mut *tx)
@@ -394,10 +392,9 @@ pub async fn retry(
                 applied.extend(events);
             }
             Err(error) if is_permanent(&error) => {
-                // The savepoint exists unless the fields failed to open before it.
-                let _ = sqlx::query("ROLLBACK TO SAVEPOINT kairos_retry")
+                sqlx::query("ROLLBACK TO SAVEPOINT kairos_retry")
                     .execute(&mut *tx)
-                    .await;
+                    .await?;
                 projector.abandoned(&events);
                 changes.still_failing.push((key, reason(&error)));
             }
