@@ -606,3 +606,91 @@ async fn database_errors_are_permanent_only_when_the_data_is_at_fault() {
     drop(tx);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sealed_field_that_does_not_open_quarantines_its_user_only() {
+    let app = spawn_app().await;
+    let victim = app
+        .create_user(user_body("victim@example.com", "Vic", "Tim"))
+        .await;
+    let victim_id = id(&victim);
+    let donor = app
+        .create_user(user_body("donor@example.com", "Don", "Or"))
+        .await;
+    let donors_ciphertext: String = sqlx::query_scalar(
+        "SELECT payload->>'givenName' FROM events WHERE aggregate_id = $1 AND event_type = 'UserCreated'",
+    )
+    .bind(id(&donor))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // A rename whose sealed name is another user's ciphertext (it cannot be moved: the
+    // subject is bound into it), written and tampered with before any projector sees it.
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    let mut owner = app.owner.begin().await.unwrap();
+    store
+        .append_in(
+            &mut owner,
+            &AppendBatch {
+                streams: vec![StreamAppend {
+                    aggregate_type: "User".into(),
+                    aggregate_id: victim_id.clone(),
+                    expected_sequence: 3,
+                    events: vec![PendingEvent {
+                        event_type: "UserRenamed".into(),
+                        event_version: "1".into(),
+                        payload: json!({"givenName": "New", "familyName": "Name",
+                                        "at": "2026-01-01T00:00:00Z"}),
+                        effects: Vec::new(),
+                    }],
+                }],
+                metadata: json!({"origin": "test"}),
+                company_id: Some(app.company.company_id),
+                idempotency: None,
+                recorded_at: app.clock_now(),
+            },
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "ALTER TABLE events DISABLE TRIGGER events_append_only",
+        "UPDATE events SET payload = jsonb_set(payload, '{givenName}', to_jsonb($1::text)) \
+         WHERE aggregate_id = $2 AND sequence = 4",
+        "ALTER TABLE events ENABLE TRIGGER events_append_only",
+    ] {
+        let query = sqlx::query(sql);
+        let query = if sql.contains("$1") {
+            query.bind(&donors_ciphertext).bind(&victim_id)
+        } else {
+            query
+        };
+        query.execute(&mut *owner).await.unwrap();
+    }
+    owner.commit().await.unwrap();
+
+    wait_for_quarantine(&app, "users", &victim_id, true).await;
+    let users = statuses(&app)
+        .await
+        .into_iter()
+        .find(|s| s.name == "users")
+        .unwrap();
+    assert_eq!(users.state, "running");
+    assert!(
+        users.quarantined[0]
+            .reason
+            .contains("a sealed field could not be opened"),
+        "{:?}",
+        users.quarantined[0]
+    );
+    let read = app.get(&format!("/v4/user/{victim_id}")).send().await;
+    read.assert_error(503, "Service temporarily unavailable; retry shortly");
+    let read = app.get(&format!("/v4/user/{}", id(&donor))).send().await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    assert_eq!(read.body["givenName"], "Don");
+    let after = app
+        .create_user(user_body("after@example.com", "Af", "Ter"))
+        .await;
+    let read = app.get(&format!("/v4/user/{}", id(&after))).send().await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    app.stop().await;
+}
