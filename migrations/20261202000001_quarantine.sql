@@ -36,3 +36,7 @@ CREATE TABLE projector_quarantine (
     retry_requested boolean     NOT NULL DEFAULT false,
     PRIMARY KEY (projector, aggregate_type, aggregate_id)
 );
+
+-- The projectors run as the service role (and the default privileges of the first
+-- migration would grant this already; said here so this table does not depend on them).
+GRANT SELECT, INSERT, UPDATE, DELETE ON projector_quarantine TO kairos_service;

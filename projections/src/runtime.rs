@@ -9,9 +9,13 @@
 //!    ([`crate::log`]),
 //! 3. applies the batch and advances the checkpoint in that same transaction, and commits.
 //!
-//! A crash at any point therefore loses nothing and applies nothing twice. A failing batch is
-//! rolled back, recorded in the checkpoint row (`last_error`, `failing_since`) and the log, and
-//! retried with backoff; it is never skipped. Appends wake the loops through LISTEN/NOTIFY;
+//! A crash at any point therefore loses nothing and applies nothing twice. A batch failing
+//! transiently (the database: a lost connection, a timeout, a deadlock) is rolled back,
+//! recorded in the checkpoint row (`last_error`, `failing_since`) and the log, and retried
+//! with backoff; it is never skipped. One failing in a way no retry can fix (an event that
+//! does not decode, a sealed field that does not open, data the projector or a constraint
+//! rejects) sets aside only the aggregate of the failing event, which is recorded in
+//! `projector_quarantine` with the checkpoint, and the rest goes on ([`crate::quarantine`]). Appends wake the loops through LISTEN/NOTIFY;
 //! a poll interval is the fallback. [`Progress`] lets a command wait until the projectors its
 //! caller reads next have passed the command's position (read-your-writes).
 
