@@ -122,6 +122,15 @@ pub enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the quarantined aggregates of a projector (or all) again, after their cause was
+    /// fixed: the leading server does it (or this process, when none leads); exits 1 if
+    /// some stay quarantined.
+    Retry {
+        /// The projector (see `status`); every projector when left out.
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild read models from position 0 into shadow tables while the server keeps serving
     /// the live ones, then swap them in one transaction.
     Rebuild {
@@ -188,6 +197,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Projections(ProjectionsCommand::Status { json }) => {
             projections_status(&config, json).await
+        }
+        Command::Projections(ProjectionsCommand::Retry { name, json }) => {
+            retry_quarantined(&config, name.as_deref(), json).await
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, all, json }) => {
             rebuild(&config, name.as_deref(), all, json).await
@@ -368,12 +380,12 @@ async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<18} {:>10} {:>8} {:>10} {:<9} {:<8} last error",
-        "projector", "position", "lag", "applied", "state", "leader"
+        "{:<18} {:>10} {:>8} {:>10} {:<9} {:<8} {:>11} last error",
+        "projector", "position", "lag", "applied", "state", "leader", "quarantined"
     );
-    for s in statuses {
+    for s in &statuses {
         println!(
-            "{:<18} {:>10} {:>8} {:>10} {:<9} {:<8} {}",
+            "{:<18} {:>10} {:>8} {:>10} {:<9} {:<8} {:>11} {}",
             s.name,
             s.position,
             s.lag,
@@ -382,8 +394,98 @@ async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
             s.leader_pid
                 .map(|pid| format!("pid {pid}"))
                 .unwrap_or_else(|| "-".into()),
-            s.last_error.unwrap_or_default()
+            s.quarantined.len(),
+            s.last_error.clone().unwrap_or_default()
         );
+    }
+    let quarantined: Vec<_> = statuses.iter().flat_map(|s| &s.quarantined).collect();
+    if !quarantined.is_empty() {
+        println!(
+            "\nquarantined aggregates (their reads answer 503; fix the cause, then `kairos projections retry`):"
+        );
+        print_quarantined(&quarantined);
+    }
+    Ok(())
+}
+
+fn print_quarantined(rows: &[&projections::quarantine::Quarantined]) {
+    for q in rows {
+        println!(
+            "  {} {} {} at position {} ({}){}: {}",
+            q.projector,
+            q.aggregate_type,
+            q.aggregate_id,
+            q.position,
+            q.event_type,
+            if q.retry_requested {
+                ", retry requested"
+            } else {
+                ""
+            },
+            q.reason
+        );
+    }
+}
+
+/// `kairos projections retry`: asks the leaders to apply the quarantined aggregates again,
+/// applies them here where no server leads, and waits (up to 30 s) for the outcome.
+async fn retry_quarantined(config: &Config, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let keyring = config.keyring()?;
+    let pool = db::service_pool(&config.database_url, 3, None).await?;
+    let every = projections::all_projectors(Arc::new(SystemClock), &projections::Caches::unused());
+    let chosen: Vec<_> = match name {
+        None => every,
+        Some(name) => {
+            let known: Vec<&str> = every.iter().map(|p| p.name()).collect();
+            if !known.contains(&name) {
+                bail!("no projector named {name:?}; known: {}", known.join(", "));
+            }
+            every.into_iter().filter(|p| p.name() == name).collect()
+        }
+    };
+    let names: Vec<&str> = chosen.iter().map(|p| p.name()).collect();
+    let requested = {
+        let mut connection = pool.acquire().await?;
+        projections::quarantine::request_retry(&mut connection, &names).await?
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let remaining = loop {
+        // Where no server leads a projector, its batch runs here (under its advisory lock).
+        projections::runtime::catch_up(
+            &pool,
+            &keyring,
+            &chosen,
+            projections::log::LogPosition::START,
+            std::time::Duration::from_secs(5),
+        )
+        .await?;
+        let rows: Vec<_> = projections::quarantine::list(&pool)
+            .await?
+            .into_iter()
+            .filter(|q| names.contains(&q.projector.as_str()))
+            .collect();
+        if rows.iter().all(|q| !q.retry_requested) || tokio::time::Instant::now() >= deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "retried": requested,
+                "quarantined": remaining,
+            }))?
+        );
+    } else {
+        println!(
+            "retried {requested} quarantined aggregate(s); {} still quarantined",
+            remaining.len()
+        );
+        print_quarantined(&remaining.iter().collect::<Vec<_>>());
+    }
+    if !remaining.is_empty() {
+        bail!("{} aggregate(s) are still quarantined", remaining.len());
     }
     Ok(())
 }

@@ -339,7 +339,6 @@ where
                 event_version: event.event_version(),
                 payload: payload_of(event)?,
                 effects: event.effects(aggregate_id),
-                personal_fields: event.personal_fields(),
             })
         })
         .collect::<Result<_, serde_json::Error>>()?;

@@ -68,6 +68,7 @@ impl Kairos {
         for subscription in caches.subscriptions() {
             runtime.subscribe(subscription);
         }
+        runtime.track_quarantine(caches.quarantine.clone());
         let progress = runtime.progress();
         let mut listening = runtime.listening();
         let signal = runtime.signal();

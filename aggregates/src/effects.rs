@@ -76,10 +76,64 @@ pub trait StoredEvent: DomainEvent {
         Vec::new()
     }
 
-    /// Top-level payload fields (as serialized, camelCase) that hold personal data. The store
-    /// encrypts them under the aggregate's data key (crypto-shredding, api.md section 7).
-    fn personal_fields(&self) -> &'static [&'static str] {
+    /// Top-level payload fields (as serialized, camelCase) of events of type `event_type`
+    /// that hold personal data. The store encrypts them under the aggregate's data key
+    /// (crypto-shredding, api.md section 7), and readers open exactly these and nothing else.
+    ///
+    /// A declaration per event *type*, not per event value: the reader must know which fields
+    /// are sealed before it can decode the payload, and client text that merely looks sealed
+    /// (`kairos:enc:v1:…` as an availability name) must never be taken for a sealed field.
+    fn personal_fields_of(event_type: &str) -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        let _ = event_type;
         &[]
+    }
+
+    /// Whether an event of `event_type` erases its aggregate's personal data (and ends it):
+    /// the same fact as [`StoreEffect::EraseDataSubject`] among its effects, by type, so a
+    /// reader that cannot decode the stream (a quarantined one) still recognizes it.
+    fn erases_subject_of(event_type: &str) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = event_type;
+        false
+    }
+
+    /// [`Self::personal_fields_of`] this event's type.
+    fn personal_fields(&self) -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        Self::personal_fields_of(&self.event_type())
+    }
+}
+
+/// [`StoredEvent::erases_subject_of`] by aggregate type.
+pub fn erases_subject(aggregate_type: &str, event_type: &str) -> bool {
+    use cqrs_es::Aggregate;
+    match aggregate_type {
+        crate::user::User::TYPE => crate::user::UserEvent::erases_subject_of(event_type),
+        crate::company::Company::TYPE => {
+            crate::company::CompanyEvent::erases_subject_of(event_type)
+        }
+        _ => false,
+    }
+}
+
+/// The personal fields of an event of `event_type` in a stream of `aggregate_type`: the one
+/// declaration both the sealing on append and every opening on read go by. An aggregate or
+/// event type Kairos does not know has none.
+pub fn personal_fields(aggregate_type: &str, event_type: &str) -> &'static [&'static str] {
+    use cqrs_es::Aggregate;
+    match aggregate_type {
+        crate::user::User::TYPE => crate::user::UserEvent::personal_fields_of(event_type),
+        crate::company::Company::TYPE => {
+            crate::company::CompanyEvent::personal_fields_of(event_type)
+        }
+        _ => &[],
     }
 }
 

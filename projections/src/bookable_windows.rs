@@ -368,8 +368,11 @@ impl BookableWindowsProjector {
         }
     }
 
+    /// Adds to what the transaction in progress wrote. A transaction may call `apply` more
+    /// than once (a batch applied event by event to set a poison event aside), and each
+    /// ends in `committed` or `abandoned`, which take the whole list.
     fn remember(&self, written: Vec<(Uuid, Option<Arc<UserWindows>>)>) {
-        *self.written.lock().expect("written lock") = written;
+        self.written.lock().expect("written lock").extend(written);
     }
 
     /// The staged windows may or may not be in the table: forget them and their users.
@@ -422,7 +425,6 @@ impl Projector for BookableWindowsProjector {
                 *sequence = (*sequence).max(event.sequence);
             }
         }
-        self.remember(Vec::new());
         if from_batch.is_empty() && latest.is_empty() {
             return Ok(());
         }
@@ -468,11 +470,18 @@ impl Projector for BookableWindowsProjector {
         tx: &mut PgConnection,
         applied: LogPosition,
     ) -> Result<Vec<String>, ProjectionError> {
+        // A user this projector set aside is left alone: its stream may not fold, and one
+        // such user must not fail the upkeep of all the others (crate::quarantine).
         let due: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT user_id FROM bookable_windows WHERE refresh_at <= $1 ORDER BY refresh_at LIMIT $2",
+            "SELECT user_id FROM bookable_windows w WHERE refresh_at <= $1 \
+               AND NOT EXISTS (SELECT 1 FROM projector_quarantine q \
+                               WHERE q.projector = $3 AND q.aggregate_type = 'User' \
+                                 AND q.aggregate_id = w.user_id::text) \
+             ORDER BY refresh_at LIMIT $2",
         )
         .bind(self.clock.now())
         .bind(MAINTENANCE_CHUNK)
+        .bind(NAME)
         .fetch_all(&mut *tx)
         .await?;
         if due.is_empty() {

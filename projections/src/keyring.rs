@@ -184,38 +184,37 @@ pub fn seal_fields(payload: &mut Value, fields: &[&str], key: &DataKey, subject:
     }
 }
 
-/// Decrypts every sealed top-level field of `payload` in place; with no key (erased), they
-/// read `[erased]`. A field that fails to open with a key present is an error: it means
-/// tampering or a wrong master key, never something to paper over.
+/// Decrypts the declared personal `fields` of `payload` in place (the declaration of its
+/// event type, [`aggregates::effects::personal_fields`]); with no key (erased), they read
+/// `[erased]`. Nothing else is touched: an undeclared field is client text however it looks.
+///
+/// The store seals every declared string field unconditionally, so a declared string is
+/// always sealed and the prefix never has to tell sealed from clear: the declaration does.
+/// One that does not open with a key present is an error (tampering or a wrong master key),
+/// never something to paper over. A declared field that is absent or not a string was not
+/// sealed (the sealing only seals strings) and stays as it is.
 pub fn open_fields(
     payload: &mut Value,
+    fields: &[&str],
     key: Option<&DataKey>,
     subject: &str,
 ) -> Result<(), KeyringError> {
+    if fields.is_empty() {
+        return Ok(());
+    }
     let Value::Object(map) = payload else {
         return Ok(());
     };
-    for (field, value) in map.iter_mut() {
-        let Value::String(text) = value else { continue };
-        if !text.starts_with(SEALED_PREFIX) {
+    for field in fields {
+        let Some(Value::String(text)) = map.get_mut(*field) else {
             continue;
-        }
+        };
         *text = match key {
             Some(key) => key.open(subject, field, text)?,
             None => ERASED.to_string(),
         };
     }
     Ok(())
-}
-
-/// Whether any top-level field of `payload` is sealed (so a data key is needed to read it).
-pub fn has_sealed_fields(payload: &Value) -> bool {
-    match payload {
-        Value::Object(map) => map
-            .values()
-            .any(|v| matches!(v, Value::String(s) if s.starts_with(SEALED_PREFIX))),
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -244,11 +243,11 @@ mod tests {
 
         let key = keyring.unwrap_data_key("user-1", &wrapped).unwrap();
         let mut opened = payload.clone();
-        open_fields(&mut opened, Some(&key), "user-1").unwrap();
+        open_fields(&mut opened, &["email"], Some(&key), "user-1").unwrap();
         assert_eq!(opened["email"], "a@example.com");
 
         // The same ciphertext presented as another subject's fails: it cannot be moved.
-        assert!(open_fields(&mut payload.clone(), Some(&key), "user-2").is_err());
+        assert!(open_fields(&mut payload.clone(), &["email"], Some(&key), "user-2").is_err());
         assert!(keyring.unwrap_data_key("user-2", &wrapped).is_err());
     }
 
@@ -258,8 +257,62 @@ mod tests {
         let (key, _) = keyring.new_data_key("user-1");
         let mut payload = json!({"givenName": "Zoë"});
         seal_fields(&mut payload, &["givenName"], &key, "user-1");
-        open_fields(&mut payload, None, "user-1").unwrap();
+        open_fields(&mut payload, &["givenName"], None, "user-1").unwrap();
         assert_eq!(payload["givenName"], ERASED);
+    }
+
+    /// What a client may send as an availability or meeting type name: text that looks
+    /// sealed, even a well-formed sealed value. It is not declared, so it is never opened.
+    fn lookalikes() -> Vec<String> {
+        vec![
+            "kairos:enc:v1:x".into(),
+            "kairos:enc:v1:".into(),
+            format!("{SEALED_PREFIX}{}", STANDARD.encode([7u8; 40])),
+        ]
+    }
+
+    #[test]
+    fn undeclared_fields_that_look_sealed_are_left_as_the_text_they_are() {
+        let keyring = keyring();
+        let (key, _) = keyring.new_data_key("user-1");
+        for text in lookalikes() {
+            let mut payload = json!({"name": text, "givenName": "Ada"});
+            seal_fields(&mut payload, &["givenName"], &key, "user-1");
+            open_fields(&mut payload, &["givenName"], Some(&key), "user-1").unwrap();
+            assert_eq!(payload["name"], text.as_str());
+            assert_eq!(payload["givenName"], "Ada");
+            // Nor does an erased subject turn them into `[erased]`.
+            let mut payload = json!({"name": text});
+            open_fields(&mut payload, &[], None, "user-1").unwrap();
+            open_fields(&mut payload, &["givenName"], None, "user-1").unwrap();
+            assert_eq!(payload["name"], text.as_str());
+        }
+    }
+
+    #[test]
+    fn declared_fields_whose_text_looks_sealed_are_sealed_and_open_to_that_text() {
+        let keyring = keyring();
+        let (key, _) = keyring.new_data_key("user-1");
+        for text in lookalikes() {
+            let mut payload = json!({"givenName": text});
+            seal_fields(&mut payload, &["givenName"], &key, "user-1");
+            assert_ne!(payload["givenName"], text.as_str());
+            open_fields(&mut payload, &["givenName"], Some(&key), "user-1").unwrap();
+            assert_eq!(payload["givenName"], text.as_str());
+        }
+    }
+
+    #[test]
+    fn a_declared_field_that_does_not_open_is_an_error() {
+        let keyring = keyring();
+        let (key, _) = keyring.new_data_key("user-1");
+        for text in lookalikes().into_iter().chain(["Ada".to_string()]) {
+            let mut payload = json!({"givenName": text});
+            assert!(
+                open_fields(&mut payload, &["givenName"], Some(&key), "user-1").is_err(),
+                "{text} opened"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`log`]: the event log in commit order, as projectors and audits read it;
 //! - [`keyring`]: sealing and opening personal fields (crypto-shredding);
 //! - [`runtime`]: following the log, checkpoints, leadership, read-your-writes progress;
+//! - [`quarantine`]: an event that can never be applied sets aside its aggregate only;
 //! - [`rebuild`]: replaying the log into shadow tables and swapping them in live;
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
@@ -23,6 +24,7 @@ pub mod companies;
 pub mod keyring;
 pub mod log;
 pub mod meeting_types;
+pub mod quarantine;
 pub mod rebuild;
 pub mod runtime;
 pub mod user_profiles;
@@ -40,6 +42,9 @@ use runtime::{Projector, Subscription};
 pub struct Caches {
     pub windows: Arc<WindowsCache>,
     pub api_keys: Arc<ApiKeyCache>,
+    /// The aggregates projectors have set aside; reads of them answer 503. Kept current by
+    /// the runtime ([`runtime::Runtime::track_quarantine`]), not by [`Self::subscriptions`].
+    pub quarantine: Arc<quarantine::QuarantineSet>,
 }
 
 impl Caches {
@@ -47,6 +52,7 @@ impl Caches {
         Self {
             windows: Arc::new(WindowsCache::new(windows_users)),
             api_keys: Arc::new(ApiKeyCache::new(100_000)),
+            quarantine: Arc::new(quarantine::QuarantineSet::new()),
         }
     }
 

@@ -185,6 +185,26 @@ pub async fn load_data_keys(
     keyring: &Keyring,
     subjects: &[String],
 ) -> Result<HashMap<String, DataKey>, LogError> {
+    load_data_keys_each(conn, keyring, subjects)
+        .await?
+        .into_iter()
+        .map(|(subject, key)| {
+            key.map(|key| (subject, key))
+                .map_err(|source| LogError::Keyring {
+                    position: 0,
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// [`load_data_keys`] with a result per subject: a stored key that does not unwrap fails
+/// the events of its subject only.
+async fn load_data_keys_each(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    subjects: &[String],
+) -> Result<HashMap<String, Result<DataKey, KeyringError>>, LogError> {
     if subjects.is_empty() {
         return Ok(HashMap::new());
     }
@@ -197,47 +217,91 @@ pub async fn load_data_keys(
     for row in rows {
         let subject: String = row.try_get("subject_id")?;
         let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
-        let key = keyring
-            .unwrap_data_key(&subject, &wrapped)
-            .map_err(|source| LogError::Keyring {
-                position: 0,
-                source,
-            })?;
+        let key = keyring.unwrap_data_key(&subject, &wrapped);
         keys.insert(subject, key);
     }
     Ok(keys)
 }
 
-/// Opens the sealed personal fields of `events` in place, with one query for all the data
-/// keys they need; fields of erased subjects read `[erased]`.
+impl LogEvent {
+    /// The fields its event type declares personal ([`aggregates::effects::personal_fields`]):
+    /// the only ones ever opened.
+    pub fn personal_fields(&self) -> &'static [&'static str] {
+        aggregates::effects::personal_fields(&self.aggregate_type, &self.event_type)
+    }
+}
+
+/// Opens the declared personal fields of `events` in place, with one query for all the data
+/// keys they need; fields of erased subjects read `[erased]`. The first event whose fields do
+/// not open fails the call; see [`open_personal_fields_each`] to go on past it.
 pub async fn open_personal_fields(
     conn: &mut PgConnection,
     keyring: &Keyring,
     events: &mut [LogEvent],
 ) -> Result<(), LogError> {
+    match open_personal_fields_each(conn, keyring, events)
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Opens what it can: returns, by index into `events`, the events whose declared fields did
+/// not open (they stay as stored). Only a database error fails the whole call. Projectors go
+/// on with the other events and quarantine the aggregates of these.
+pub async fn open_personal_fields_each(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    events: &mut [LogEvent],
+) -> Result<Vec<(usize, LogError)>, LogError> {
     let mut subjects: Vec<String> = events
         .iter()
-        .filter(|e| keyring::has_sealed_fields(&e.payload))
+        .filter(|e| !e.personal_fields().is_empty())
         .map(|e| e.aggregate_id.clone())
         .collect();
     if subjects.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     subjects.sort();
     subjects.dedup();
-    let keys = load_data_keys(conn, keyring, &subjects).await?;
-    for event in events.iter_mut() {
-        keyring::open_fields(
-            &mut event.payload,
-            keys.get(&event.aggregate_id),
-            &event.aggregate_id,
-        )
-        .map_err(|source| LogError::Keyring {
-            position: event.position,
-            source,
-        })?;
+    let keys = load_data_keys_each(conn, keyring, &subjects).await?;
+    let mut failed = Vec::new();
+    for (index, event) in events.iter_mut().enumerate() {
+        let fields = event.personal_fields();
+        if fields.is_empty() {
+            continue;
+        }
+        let key = match keys.get(&event.aggregate_id) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(_)) => {
+                failed.push((
+                    index,
+                    LogError::Keyring {
+                        position: event.position,
+                        source: KeyringError::Unwrap,
+                    },
+                ));
+                continue;
+            }
+            None => None,
+        };
+        // A failing event may be left half opened: it is never applied, only quarantined.
+        if let Err(source) =
+            keyring::open_fields(&mut event.payload, fields, key, &event.aggregate_id)
+        {
+            failed.push((
+                index,
+                LogError::Keyring {
+                    position: event.position,
+                    source,
+                },
+            ));
+        }
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// Which of a company's events an audit page holds.

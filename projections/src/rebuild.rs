@@ -17,7 +17,11 @@
 //!    after a short `lock_timeout` rather than make a reader wait long, and tries again.
 //! 4. The retired tables are dropped.
 //!
-//! Any error before the swap commits drops the shadows and leaves the live tables, their
+//! An event a projector cannot apply quarantines its aggregate in the rebuild as it does in
+//! the live runtime ([`crate::quarantine`]): the rebuild goes on, and the swap replaces the
+//! projectors' quarantine rows with what the replay set aside.
+//!
+//! Any other error before the swap commits drops the shadows and leaves the live tables, their
 //! checkpoints and their leaders exactly as they were: a failed rebuild never looks like an
 //! empty success.
 
@@ -27,8 +31,11 @@ use std::time::{Duration, Instant};
 use sqlx::{Acquire, Executor, PgConnection, PgPool, Row};
 use tokio::task::JoinSet;
 
+use std::collections::HashMap;
+
 use crate::keyring::Keyring;
 use crate::log::{self, LogError, LogEvent, LogPosition};
+use crate::quarantine::{self, Accumulated};
 use crate::runtime::{ADVISORY_LOCK_CLASS, ProjectionError, Projector, ensure_checkpoint};
 
 const SHADOW_SCHEMA: &str = "kairos_rebuild";
@@ -143,6 +150,10 @@ pub async fn rebuild(
         // The next batch is read and decoded on a second connection while this one is
         // applied, so the database's work and ours overlap instead of taking turns.
         let personal = projectors.iter().any(|p| p.needs_personal_data());
+        let mut set_aside: HashMap<&'static str, Accumulated> = projectors
+            .iter()
+            .map(|p| (p.name(), Accumulated::default()))
+            .collect();
         let mut prefetch = JoinSet::new();
         prefetch.spawn(fetch_batch(
             owner.clone(),
@@ -155,10 +166,10 @@ pub async fn rebuild(
             let batch = fetched.map_err(|e| {
                 RebuildError::Replay(ProjectionError::Invalid(format!("reading the log: {e}")))
             })??;
-            let Some(last) = batch.last().map(|e| e.log_position()) else {
+            let Some(last) = batch.events.last().map(|e| e.log_position()) else {
                 break;
             };
-            let full = batch.len() as i64 >= options.batch_size;
+            let full = batch.events.len() as i64 >= options.batch_size;
             if full {
                 prefetch.spawn(fetch_batch(
                     owner.clone(),
@@ -175,16 +186,20 @@ pub async fn rebuild(
                     owner.clone(),
                     projector.clone(),
                     batch.clone(),
+                    set_aside[projector.name()].clone(),
                 ));
             }
             while let Some(applied) = applying.join_next().await {
-                applied.map_err(|e| {
+                let (name, changes) = applied.map_err(|e| {
                     RebuildError::Replay(ProjectionError::Invalid(format!("replaying: {e}")))
                 })??;
+                if let Some(accumulated) = set_aside.get_mut(name) {
+                    accumulated.merge(changes);
+                }
             }
             shadow = last;
-            events += batch.len() as u64;
-            progress.advanced(batch.len() as u64);
+            events += batch.events.len() as u64;
+            progress.advanced(batch.events.len() as u64);
         }
         progress.swapping();
         let swapped = swap(
@@ -196,6 +211,7 @@ pub async fn rebuild(
             shadow,
             events,
             progress,
+            &mut set_aside,
         )
         .await?;
         events = swapped.1;
@@ -271,6 +287,26 @@ async fn create_shadows(connection: &mut PgConnection, tables: &[&str]) -> Resul
     Ok(())
 }
 
+/// A batch of the log, personal fields opened where they would.
+struct Fetched {
+    events: Vec<LogEvent>,
+    /// Events whose declared fields did not open, by index, with why.
+    unopened: Vec<(usize, String)>,
+}
+
+impl Fetched {
+    /// The events `projector` cannot be given, as [`quarantine`] takes them.
+    fn unopened_for(&self, projector: &dyn Projector) -> HashMap<usize, ProjectionError> {
+        if !projector.needs_personal_data() {
+            return HashMap::new();
+        }
+        self.unopened
+            .iter()
+            .map(|(index, reason)| (*index, ProjectionError::Invalid(reason.clone())))
+            .collect()
+    }
+}
+
 /// Reads the batch after `after` on a connection of its own, personal fields opened.
 async fn fetch_batch(
     owner: PgPool,
@@ -278,13 +314,29 @@ async fn fetch_batch(
     after: LogPosition,
     batch_size: i64,
     personal: bool,
-) -> Result<Vec<LogEvent>, RebuildError> {
+) -> Result<Fetched, RebuildError> {
     let mut connection = owner.acquire().await?;
-    let mut events = log::read_after(&mut connection, after, batch_size).await?;
-    if personal {
-        log::open_personal_fields(&mut connection, &keyring, &mut events).await?;
-    }
-    Ok(events)
+    read_batch(&mut connection, &keyring, after, batch_size, personal).await
+}
+
+async fn read_batch(
+    connection: &mut PgConnection,
+    keyring: &Keyring,
+    after: LogPosition,
+    batch_size: i64,
+    personal: bool,
+) -> Result<Fetched, RebuildError> {
+    let mut events = log::read_after(&mut *connection, after, batch_size).await?;
+    let unopened = if personal {
+        log::open_personal_fields_each(&mut *connection, keyring, &mut events)
+            .await?
+            .into_iter()
+            .map(|(index, error)| (index, quarantine::reason(&ProjectionError::Log(error))))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Fetched { events, unopened })
 }
 
 /// Applies one batch after `shadow` to every projector, reading it inside `tx`; returns how
@@ -295,50 +347,107 @@ async fn replay_batch(
     projectors: &[Arc<dyn Projector>],
     shadow: &mut LogPosition,
     batch_size: i64,
+    set_aside: &mut HashMap<&'static str, Accumulated>,
 ) -> Result<u64, RebuildError> {
-    let mut events = log::read_after(&mut *tx, *shadow, batch_size).await?;
-    let Some(last) = events.last().map(|e| e.log_position()) else {
+    let personal = projectors.iter().any(|p| p.needs_personal_data());
+    let batch = read_batch(&mut *tx, keyring, *shadow, batch_size, personal).await?;
+    let Some(last) = batch.events.last().map(|e| e.log_position()) else {
         return Ok(0);
     };
-    if projectors.iter().any(|p| p.needs_personal_data()) {
-        log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
+    for projector in projectors {
+        let accumulated = set_aside.entry(projector.name()).or_default();
+        // The swap's transaction holds every projector: a savepoint lets one projector's
+        // failing batch be applied again event by event without undoing the others.
+        sqlx::query("SAVEPOINT kairos_rebuild_batch")
+            .execute(&mut *tx)
+            .await?;
+        let changes =
+            match apply_guarded_once(&mut *tx, projector.as_ref(), &batch, accumulated).await {
+                Err(error) if quarantine::is_permanent(&error) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT kairos_rebuild_batch")
+                        .execute(&mut *tx)
+                        .await?;
+                    projector.abandoned(&[]);
+                    quarantine::apply_isolating(
+                        &mut *tx,
+                        projector.as_ref(),
+                        &batch.events,
+                        &accumulated.blocked,
+                        batch.unopened_for(projector.as_ref()),
+                    )
+                    .await
+                    .map_err(RebuildError::Replay)?
+                }
+                other => other.map_err(RebuildError::Replay)?,
+            };
+        // The shadows are not served by this process's caches: drop what was staged.
+        projector.abandoned(&[]);
+        accumulated.merge(changes);
     }
-    apply_batch(tx, projectors, &events).await?;
     *shadow = last;
-    Ok(events.len() as u64)
+    Ok(batch.events.len() as u64)
 }
 
-/// Applies `events` to one projector's shadow tables on a connection of its own, so the
-/// projectors of a batch run side by side.
+/// Applies `batch` whole to `projector`, leaving out the aggregates already set aside.
+async fn apply_guarded_once(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    batch: &Fetched,
+    accumulated: &Accumulated,
+) -> Result<quarantine::Changes, ProjectionError> {
+    let unopened = batch.unopened_for(projector);
+    match quarantine::without_blocked(&batch.events, &accumulated.blocked, &unopened) {
+        None => projector.apply(&mut *tx, &batch.events).await?,
+        Some(kept) => projector.apply(&mut *tx, &kept).await?,
+    }
+    Ok(quarantine::changes_of_clean_batch(
+        &batch.events,
+        &accumulated.blocked,
+        unopened,
+    ))
+}
+
+/// Applies `batch` to one projector's shadow tables on a connection of its own, so the
+/// projectors of a batch run side by side. A batch that fails permanently is applied again
+/// event by event; returns what it set aside or released.
 async fn apply_in_shadow(
     owner: PgPool,
     projector: Arc<dyn Projector>,
-    events: Arc<Vec<LogEvent>>,
-) -> Result<(), RebuildError> {
+    batch: Arc<Fetched>,
+    accumulated: Accumulated,
+) -> Result<(&'static str, quarantine::Changes), RebuildError> {
     let mut connection = owner.acquire().await?;
-    let mut tx = connection.begin().await?;
-    tx.execute(format!("SET LOCAL search_path = {SHADOW_SCHEMA}, public").as_str())
-        .await?;
-    projector
-        .apply(&mut tx, &events)
-        .await
-        .map_err(RebuildError::Replay)?;
-    tx.commit().await?;
-    Ok(())
-}
-
-async fn apply_batch(
-    tx: &mut PgConnection,
-    projectors: &[Arc<dyn Projector>],
-    events: &[LogEvent],
-) -> Result<(), RebuildError> {
-    for projector in projectors {
-        projector
-            .apply(&mut *tx, events)
+    let mut isolate = false;
+    loop {
+        let mut tx = connection.begin().await?;
+        tx.execute(format!("SET LOCAL search_path = {SHADOW_SCHEMA}, public").as_str())
+            .await?;
+        let applied = if isolate {
+            quarantine::apply_isolating(
+                &mut tx,
+                projector.as_ref(),
+                &batch.events,
+                &accumulated.blocked,
+                batch.unopened_for(projector.as_ref()),
+            )
             .await
-            .map_err(RebuildError::Replay)?;
+        } else {
+            apply_guarded_once(&mut tx, projector.as_ref(), &batch, &accumulated).await
+        };
+        // The shadows are not served by this process's caches: drop what was staged.
+        projector.abandoned(&[]);
+        match applied {
+            Ok(changes) => {
+                tx.commit().await?;
+                return Ok((projector.name(), changes));
+            }
+            Err(error) if !isolate && quarantine::is_permanent(&error) => {
+                let _ = tx.rollback().await;
+                isolate = true;
+            }
+            Err(error) => return Err(RebuildError::Replay(error)),
+        }
     }
-    Ok(())
 }
 
 /// The swap transaction, retried while readers hold the tables.
@@ -352,11 +461,14 @@ async fn swap(
     shadow: LogPosition,
     events: u64,
     progress: &mut dyn RebuildProgress,
+    set_aside: &mut HashMap<&'static str, Accumulated>,
 ) -> Result<(LogPosition, u64), RebuildError> {
     let names: Vec<&str> = projectors.iter().map(|p| p.name()).collect();
     for attempt in 1..=options.swap_attempts {
         let mut position = shadow;
         let mut applied_total = events;
+        // An attempt that rolls back must not keep what its replay set aside.
+        let mut attempt_set_aside = set_aside.clone();
         let mut tx = connection.begin().await?;
         let result = async {
             // Only readers of the live tables must not wait on the swap for long; the live
@@ -375,7 +487,7 @@ async fn swap(
                 .fetch_all(&mut *tx)
                 .await?;
             loop {
-                let applied = replay_batch(&mut tx, keyring, projectors, &mut position, i64::MAX / 2).await?;
+                let applied = replay_batch(&mut tx, keyring, projectors, &mut position, i64::MAX / 2, &mut attempt_set_aside).await?;
                 applied_total += applied;
                 progress.advanced(applied);
                 if applied == 0 {
@@ -418,6 +530,9 @@ async fn swap(
             .bind(i64::try_from(applied_total).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
+            for (name, accumulated) in &attempt_set_aside {
+                accumulated.replace(&mut tx, name).await?;
+            }
             sqlx::query("SELECT pg_notify($1, '*')")
                 .bind(REBUILT_CHANNEL)
                 .execute(&mut *tx)
@@ -428,6 +543,7 @@ async fn swap(
         match result {
             Ok(()) => {
                 tx.commit().await?;
+                *set_aside = attempt_set_aside;
                 return Ok((position, applied_total));
             }
             Err(RebuildError::Database(error)) if is_lock_timeout(&error) => {

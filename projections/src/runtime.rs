@@ -9,13 +9,17 @@
 //!    ([`crate::log`]),
 //! 3. applies the batch and advances the checkpoint in that same transaction, and commits.
 //!
-//! A crash at any point therefore loses nothing and applies nothing twice. A failing batch is
-//! rolled back, recorded in the checkpoint row (`last_error`, `failing_since`) and the log, and
-//! retried with backoff; it is never skipped. Appends wake the loops through LISTEN/NOTIFY;
+//! A crash at any point therefore loses nothing and applies nothing twice. A batch failing
+//! transiently (the database: a lost connection, a timeout, a deadlock) is rolled back,
+//! recorded in the checkpoint row (`last_error`, `failing_since`) and the log, and retried
+//! with backoff; it is never skipped. One failing in a way no retry can fix (an event that
+//! does not decode, a sealed field that does not open, data the projector or a constraint
+//! rejects) sets aside only the aggregate of the failing event, which is recorded in
+//! `projector_quarantine` with the checkpoint, and the rest goes on ([`crate::quarantine`]). Appends wake the loops through LISTEN/NOTIFY;
 //! a poll interval is the fallback. [`Progress`] lets a command wait until the projectors its
 //! caller reads next have passed the command's position (read-your-writes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::keyring::Keyring;
 use crate::log::{self, LogError, LogEvent, LogPosition};
+use crate::quarantine::{self, QuarantineSet};
 
 /// Postgres channel an append notifies after commit.
 pub const EVENTS_CHANNEL: &str = "kairos_events";
@@ -428,6 +433,7 @@ pub struct Runtime {
     relay: Arc<Notify>,
     config: RuntimeConfig,
     subscriptions: Vec<Subscription>,
+    quarantine: Option<Arc<QuarantineSet>>,
 }
 
 /// Handle to a started runtime: its tasks stop when the shutdown given to `start` fires.
@@ -462,7 +468,17 @@ impl Runtime {
             relay: Arc::new(Notify::new()),
             config,
             subscriptions: Vec::new(),
+            quarantine: None,
         }
+    }
+
+    /// Keeps `set` current: the local leaders reload it after a batch that changed it
+    /// commits (before publishing that batch's progress), and the listener reloads it on
+    /// every other process's notice and whenever it (re)connects.
+    pub fn track_quarantine(&mut self, set: Arc<QuarantineSet>) {
+        set.attach(self.pool.clone());
+        self.subscriptions.push(set.subscription());
+        self.quarantine = Some(set);
     }
 
     /// Follows `subscription`'s channel with the same listener that relays checkpoints, so a
@@ -498,6 +514,11 @@ impl Runtime {
         for projector in &self.projectors {
             ensure_checkpoint(&self.pool, projector.name()).await?;
         }
+        // Known before the first request is served (the listener reloads it again once it
+        // follows, for whatever changed in between).
+        if let Some(set) = &self.quarantine {
+            set.reload(&self.pool).await?;
+        }
         let mut tasks = vec![tokio::spawn(listen(
             self.pool.clone(),
             self.wake.clone(),
@@ -518,6 +539,7 @@ impl Runtime {
                 progress: self.progress.clone(),
                 wake: self.wake.clone(),
                 config: self.config.clone(),
+                quarantine: self.quarantine.clone(),
             };
             tasks.push(tokio::spawn(runner.run(shutdown.clone())));
         }
@@ -628,6 +650,7 @@ struct Runner {
     progress: Progress,
     wake: Arc<Notify>,
     config: RuntimeConfig,
+    quarantine: Option<Arc<QuarantineSet>>,
 }
 
 impl Runner {
@@ -651,6 +674,11 @@ impl Runner {
                 }
             };
             tracing::info!(projector = name, "leading");
+            // A new leader (a restart, often after a fix) tries its quarantined aggregates
+            // again; its first batch does it.
+            if let Err(error) = quarantine::request_retry(&mut connection, &[name]).await {
+                tracing::warn!(projector = name, %error, "could not ask to retry the quarantined aggregates");
+            }
             self.follow(&mut connection, &mut shutdown).await;
             // Give the lock back explicitly; a broken connection releases it by closing.
             let _ = unlock(&mut connection, name).await;
@@ -778,13 +806,20 @@ impl Runner {
         connection: &mut PgConnection,
         known: &mut Option<LogPosition>,
     ) -> Result<Option<LogPosition>, ProjectionError> {
-        let applied = apply_next_batch(
+        let outcome = apply_next_batch_guarded(
             connection,
             &self.keyring,
             self.projector.as_ref(),
             self.config.batch_size,
         )
         .await?;
+        if let (Some(outcome), Some(set)) = (&outcome, &self.quarantine)
+            && outcome.quarantine_changed
+            && let Err(error) = set.reload(&self.pool).await
+        {
+            tracing::warn!(%error, "could not reload the quarantined aggregates");
+        }
+        let applied = outcome.map(|o| o.position);
         *known = match applied {
             Some(position) => Some(position),
             None => Some(read_checkpoint(connection, self.projector.name()).await?),
@@ -824,15 +859,60 @@ pub async fn apply_next_batch(
     projector: &dyn Projector,
     batch_size: i64,
 ) -> Result<Option<LogPosition>, ProjectionError> {
+    Ok(
+        apply_next_batch_guarded(connection, keyring, projector, batch_size)
+            .await?
+            .map(|outcome| outcome.position),
+    )
+}
+
+/// What one batch transaction did.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOutcome {
+    /// The checkpoint now.
+    pub position: LogPosition,
+    /// Whether it quarantined or released an aggregate (the read-side set must reload).
+    pub quarantine_changed: bool,
+}
+
+/// [`apply_next_batch`], telling whether the quarantine changed. A batch that fails in a
+/// way a retry cannot fix ([`quarantine::is_permanent`]) is rolled back and applied again
+/// event by event, quarantining exactly the aggregates whose events fail; the normal path
+/// pays nothing for this.
+pub async fn apply_next_batch_guarded(
+    connection: &mut PgConnection,
+    keyring: &Keyring,
+    projector: &dyn Projector,
+    batch_size: i64,
+) -> Result<Option<BatchOutcome>, ProjectionError> {
+    match batch_transaction(connection, keyring, projector, batch_size, false).await {
+        Err(error) if quarantine::is_permanent(&error) => {
+            tracing::warn!(projector = projector.name(), reason = %quarantine::reason(&error), "a batch cannot be applied whole; applying it event by event to set aside only the failing aggregates");
+            batch_transaction(connection, keyring, projector, batch_size, true).await
+        }
+        other => other,
+    }
+}
+
+async fn batch_transaction(
+    connection: &mut PgConnection,
+    keyring: &Keyring,
+    projector: &dyn Projector,
+    batch_size: i64,
+    isolate: bool,
+) -> Result<Option<BatchOutcome>, ProjectionError> {
     let mut tx = connection.begin().await?;
-    match apply_in(&mut tx, keyring, projector, batch_size).await {
-        Ok(Some((position, events))) => {
+    match apply_in(&mut tx, keyring, projector, batch_size, isolate).await {
+        Ok(Some(applied)) => {
             if let Err(error) = tx.commit().await {
-                projector.abandoned(&events);
+                projector.abandoned(&applied.events);
                 return Err(error.into());
             }
-            projector.committed(&events);
-            Ok(Some(position))
+            projector.committed(&applied.events);
+            Ok(Some(BatchOutcome {
+                position: applied.position,
+                quarantine_changed: applied.quarantine_changed,
+            }))
         }
         Ok(None) => {
             tx.rollback().await?;
@@ -943,22 +1023,82 @@ pub async fn maintain_once(
     }
 }
 
+/// What [`apply_in`] did, for after the commit.
+struct Applied {
+    position: LogPosition,
+    /// Every event the projector was given (the batch's, and those of retried aggregates).
+    events: Vec<LogEvent>,
+    quarantine_changed: bool,
+}
+
+/// The batch after the checkpoint, applied in `tx` with the checkpoint advanced past it.
+/// Events of quarantined aggregates are skipped (erasures excepted); aggregates whose retry
+/// was requested are applied again first. With `isolate`, each event is applied in a
+/// savepoint of its own so a failing one quarantines only its aggregate.
 async fn apply_in(
     tx: &mut PgConnection,
     keyring: &Keyring,
     projector: &dyn Projector,
     batch_size: i64,
-) -> Result<Option<(LogPosition, Vec<LogEvent>)>, ProjectionError> {
+    isolate: bool,
+) -> Result<Option<Applied>, ProjectionError> {
     let name = projector.name();
-    let checkpoint = lock_checkpoint(&mut *tx, name).await?;
+    let (checkpoint, has_quarantine) = lock_checkpoint_flagged(&mut *tx, name).await?;
+    let mut changes = quarantine::Changes::default();
+    let mut blocked: HashSet<(String, String)> = HashSet::new();
+    let mut retried = Vec::new();
+    if has_quarantine {
+        let rows = quarantine::load(&mut *tx, name).await?;
+        retried = quarantine::retry(
+            &mut *tx,
+            keyring,
+            projector,
+            &rows,
+            checkpoint,
+            &mut changes,
+        )
+        .await?;
+        let released: HashSet<&(String, String)> = changes.released.iter().collect();
+        blocked = rows
+            .into_iter()
+            .map(|row| (row.aggregate_type, row.aggregate_id))
+            .filter(|key| !released.contains(key))
+            .collect();
+    }
     let mut events = log::read_after(&mut *tx, checkpoint, batch_size).await?;
     let Some(last) = events.last().map(LogEvent::log_position) else {
-        return Ok(None);
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        quarantine::record(&mut *tx, name, &changes).await?;
+        return Ok(Some(Applied {
+            position: checkpoint,
+            events: retried,
+            quarantine_changed: true,
+        }));
     };
-    if projector.needs_personal_data() {
-        log::open_personal_fields(&mut *tx, keyring, &mut events).await?;
-    }
-    projector.apply(&mut *tx, &events).await?;
+    // Opened one by one: a field that does not open fails its event's aggregate only.
+    let unopened: HashMap<usize, ProjectionError> = if projector.needs_personal_data() {
+        log::open_personal_fields_each(&mut *tx, keyring, &mut events)
+            .await?
+            .into_iter()
+            .map(|(index, error)| (index, ProjectionError::Log(error)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let batch_changes = if isolate {
+        quarantine::apply_isolating(&mut *tx, projector, &events, &blocked, unopened).await?
+    } else {
+        match quarantine::without_blocked(&events, &blocked, &unopened) {
+            None => projector.apply(&mut *tx, &events).await?,
+            Some(kept) => projector.apply(&mut *tx, &kept).await?,
+        }
+        quarantine::changes_of_clean_batch(&events, &blocked, unopened)
+    };
+    changes.quarantined.extend(batch_changes.quarantined);
+    changes.released.extend(batch_changes.released);
+    quarantine::record(&mut *tx, name, &changes).await?;
     // Advancing the checkpoint and telling other processes is one round trip.
     sqlx::query(
         "WITH advanced AS ( \
@@ -976,7 +1116,36 @@ async fn apply_in(
     .bind(format!("{name} {} {}", last.tx_id, last.position))
     .execute(&mut *tx)
     .await?;
-    Ok(Some((last, events)))
+    events.extend(retried);
+    Ok(Some(Applied {
+        position: last,
+        events,
+        quarantine_changed: !changes.is_empty(),
+    }))
+}
+
+/// Locks and reads a projector's checkpoint, and tells whether it has quarantined
+/// aggregates: in the same round trip, since batches run on every append.
+async fn lock_checkpoint_flagged(
+    tx: &mut PgConnection,
+    name: &str,
+) -> Result<(LogPosition, bool), ProjectionError> {
+    let row = sqlx::query(
+        "SELECT c.tx_id::text AS tx_id_text, c.position, \
+                EXISTS (SELECT 1 FROM projector_quarantine q WHERE q.projector = c.projector) AS quarantined \
+         FROM projector_checkpoints c WHERE c.projector = $1 FOR UPDATE OF c",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ProjectionError::Invalid(format!("no checkpoint row for projector {name}")))?;
+    Ok((
+        LogPosition {
+            tx_id: log::parse_xid(&row.try_get::<String, _>("tx_id_text")?),
+            position: row.try_get("position")?,
+        },
+        row.try_get("quarantined")?,
+    ))
 }
 
 async fn record_failure(pool: &PgPool, name: &str, error: &str) {
@@ -1065,6 +1234,9 @@ pub struct ProjectorStatus {
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub last_error: Option<String>,
     pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The aggregates it has set aside ([`crate::quarantine`]): its other aggregates flow,
+    /// these answer 503 until retried with success.
+    pub quarantined: Vec<quarantine::Quarantined>,
 }
 
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> {
@@ -1082,6 +1254,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> 
     .bind(ADVISORY_LOCK_CLASS as i64)
     .fetch_all(pool)
     .await?;
+    let mut quarantined = quarantine::list(pool).await?;
     rows.into_iter()
         .map(|row| {
             let failing: Option<chrono::DateTime<chrono::Utc>> = row.try_get("failing_since")?;
@@ -1091,8 +1264,12 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> 
                 (None, Some(_)) => "running",
                 (None, None) => "stopped",
             };
+            let name: String = row.try_get("projector")?;
+            let (own, others) = quarantined.drain(..).partition(|q| q.projector == name);
+            quarantined = others;
             Ok(ProjectorStatus {
-                name: row.try_get("projector")?,
+                quarantined: own,
+                name,
                 position: row.try_get("position")?,
                 tx_id: row.try_get("tx_id_text")?,
                 lag: row.try_get("lag")?,

@@ -13,7 +13,7 @@ mod repository;
 
 pub use repository::EffectsRegistry;
 
-use aggregates::effects::{ClaimKind, StoreEffect};
+use aggregates::effects::{ClaimKind, StoreEffect, personal_fields};
 use aggregates::slug::{self, TakenCandidates};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -60,14 +60,15 @@ impl EventMetadata {
 }
 
 /// One event ready to append: its clean payload (no enum wrapper, personal fields in clear)
-/// and what it asks of the store.
+/// and what it asks of the store. Which fields are personal is not the caller's to say: the
+/// store seals what the event type declares ([`aggregates::effects::personal_fields`]), the
+/// same declaration every reader opens by.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
     pub event_type: String,
     pub event_version: String,
     pub payload: Value,
     pub effects: Vec<StoreEffect>,
-    pub personal_fields: &'static [&'static str],
 }
 
 /// The new events of one aggregate, appended after `expected_sequence` existing ones.
@@ -228,7 +229,7 @@ impl EventStore {
                 if let Some(key) = &key {
                     keyring::seal_fields(
                         &mut payload,
-                        event.personal_fields,
+                        personal_fields(&stream.aggregate_type, &event.event_type),
                         key,
                         &stream.aggregate_id,
                     );
@@ -274,7 +275,11 @@ impl EventStore {
         stream: &'a StreamAppend,
         write: &mut LogWrite<'a>,
     ) -> Result<Option<DataKey>, AppendError> {
-        if stream.events.iter().all(|e| e.personal_fields.is_empty()) {
+        if stream
+            .events
+            .iter()
+            .all(|e| personal_fields(&stream.aggregate_type, &e.event_type).is_empty())
+        {
             return Ok(None);
         }
         let subject = &stream.aggregate_id;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aggregates::company::Company;
-use aggregates::effects::{StoreEffect, StoredEvent, event_from_payload};
+use aggregates::effects::{StoreEffect, StoredEvent, event_from_payload, personal_fields};
 use aggregates::user::User;
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{
@@ -23,12 +23,11 @@ use serde_json::Value;
 
 use super::{AppendBatch, AppendError, EventStore, PendingEvent, StreamAppend};
 
-type Extract = dyn Fn(&str, &str, Value) -> Result<(Vec<StoreEffect>, &'static [&'static str]), serde_json::Error>
-    + Send
-    + Sync;
+type Extract =
+    dyn Fn(&str, &str, Value) -> Result<Vec<StoreEffect>, serde_json::Error> + Send + Sync;
 
-/// For each aggregate type: how to get the store effects and personal fields of one of its
-/// events from the stored form.
+/// For each aggregate type: how to get the store effects of one of its events from the
+/// stored form. (Personal fields are declared per event type; the store looks them up.)
 #[derive(Clone, Default)]
 pub struct EffectsRegistry {
     extractors: HashMap<&'static str, Arc<Extract>>,
@@ -52,7 +51,7 @@ impl EffectsRegistry {
             A::TYPE,
             Arc::new(|aggregate_id: &str, event_type: &str, payload: Value| {
                 let event: A::Event = event_from_payload(event_type, payload)?;
-                Ok((event.effects(aggregate_id), event.personal_fields()))
+                Ok(event.effects(aggregate_id))
             }),
         );
     }
@@ -65,17 +64,16 @@ impl EffectsRegistry {
         version: &str,
         payload: Value,
     ) -> Result<PendingEvent, PersistenceError> {
-        let (effects, personal_fields) = match self.extractors.get(aggregate_type) {
+        let effects = match self.extractors.get(aggregate_type) {
             Some(extract) => extract(aggregate_id, event_type, payload.clone())?,
-            // An aggregate Kairos does not know has no claims and no personal fields.
-            None => (Vec::new(), &[][..]),
+            // An aggregate Kairos does not know has no claims.
+            None => Vec::new(),
         };
         Ok(PendingEvent {
             event_type: event_type.to_string(),
             event_version: version.to_string(),
             payload,
             effects,
-            personal_fields,
         })
     }
 }
@@ -92,7 +90,7 @@ impl From<AppendError> for PersistenceError {
 }
 
 impl EventStore {
-    /// Opens sealed fields and puts the cqrs-es wrapper back on.
+    /// Opens the declared personal fields and puts the cqrs-es wrapper back on.
     async fn to_cqrs_shape(
         &self,
         aggregate_id: &str,
@@ -100,7 +98,7 @@ impl EventStore {
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let needs_key = events
             .iter()
-            .any(|e| keyring::has_sealed_fields(&e.payload));
+            .any(|e| !personal_fields(&e.aggregate_type, &e.event_type).is_empty());
         let key = if needs_key {
             let mut connection = self
                 .pool
@@ -116,7 +114,8 @@ impl EventStore {
             None
         };
         for event in &mut events {
-            keyring::open_fields(&mut event.payload, key.as_ref(), aggregate_id)
+            let fields = personal_fields(&event.aggregate_type, &event.event_type);
+            keyring::open_fields(&mut event.payload, fields, key.as_ref(), aggregate_id)
                 .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
             let mut wrapper = serde_json::Map::with_capacity(1);
             wrapper.insert(event.event_type.clone(), event.payload.take());

@@ -126,6 +126,15 @@ impl FromRequestParts<AppState> for Acting {
                             format!("{ACTING_USER_HEADER} must be a UUID"),
                         )
                     })?;
+                // A quarantined user's profile may be missing: 503, not a wrong 404.
+                if super::users::quarantined(
+                    state,
+                    caller.company_id,
+                    user_id,
+                    &[projections::users::NAME],
+                ) {
+                    return Err(super::users::quarantined_error(user_id));
+                }
                 if !user_profiles::exists(&state.pool, caller.company_id, user_id).await? {
                     return Err(ApiError::NotFound("User not found"));
                 }

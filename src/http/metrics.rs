@@ -1,5 +1,6 @@
 //! `GET /metrics` (Prometheus text format): request counts and latency histograms by route
-//! and status, and each projector's lag, read when scraped.
+//! and status, and each projector's lag, failing state and quarantined aggregates, read when
+//! scraped.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -76,6 +77,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     projector_lag: Family<ProjectorLabels, Gauge>,
     projector_failing: Family<ProjectorLabels, Gauge>,
+    projector_quarantined: Family<ProjectorLabels, Gauge>,
     windows_cached: Gauge,
 }
 
@@ -92,6 +94,12 @@ impl Default for Metrics {
         let projector_lag = Family::<ProjectorLabels, Gauge>::default();
         let projector_failing = Family::<ProjectorLabels, Gauge>::default();
         let windows_cached = Gauge::default();
+        let projector_quarantined = Family::<ProjectorLabels, Gauge>::default();
+        registry.register(
+            "projector_quarantined_aggregates",
+            "Aggregates a projector has set aside because an event of theirs cannot be applied (their reads answer 503)",
+            projector_quarantined.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -119,6 +127,7 @@ impl Default for Metrics {
             latency,
             projector_lag,
             projector_failing,
+            projector_quarantined,
             windows_cached,
         }
     }
@@ -171,6 +180,11 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
             .projector_failing
             .get_or_create(&labels)
             .set(i64::from(projector.state == "failing"));
+        state
+            .metrics
+            .projector_quarantined
+            .get_or_create(&labels)
+            .set(i64::try_from(projector.quarantined.len()).unwrap_or(i64::MAX));
     }
     state
         .metrics

@@ -373,24 +373,52 @@ pub async fn get_user(
             } else {
                 as_of
             };
-            let mut user = User::default();
-            for event in
-                super::audit::user_events(&state, acting.caller.company_id, user_id).await?
-            {
-                let decoded: UserEvent = event
-                    .decode()
-                    .map_err(|e| ApiError::Internal(format!("history of {user_id}: {e}")))?;
-                if decoded.at() > through {
-                    break;
-                }
-                cqrs_es::Aggregate::apply(&mut user, decoded);
-            }
-            match user.state() {
-                Some(state) if !state.deleted => Ok(Json(UserView::from(state))),
-                _ => Err(ApiError::NotFound("User not found")),
-            }
+            user_from_log(&state, acting.caller.company_id, user_id, Some(through)).await
         }
     }
+}
+
+/// The user as its events say, up to `through` (everything when `None`): for `asOf`, and
+/// for the answer to a change of a user whose read model is quarantined.
+async fn user_from_log(
+    state: &AppState,
+    company_id: Uuid,
+    user_id: Uuid,
+    through: Option<chrono::DateTime<chrono::Utc>>,
+) -> ApiResult<Json<UserView>> {
+    let mut user = User::default();
+    for event in super::audit::user_events(state, company_id, user_id).await? {
+        let decoded: UserEvent = event
+            .decode()
+            .map_err(|e| ApiError::Internal(format!("history of {user_id}: {e}")))?;
+        if through.is_some_and(|through| decoded.at() > through) {
+            break;
+        }
+        cqrs_es::Aggregate::apply(&mut user, decoded);
+    }
+    match user.state() {
+        Some(state) if !state.deleted => Ok(Json(UserView::from(state))),
+        _ => Err(ApiError::NotFound("User not found")),
+    }
+}
+
+/// The projectors whose read models a user's profile is served from.
+const PROFILE_PROJECTORS: &[&str] = &[projections::users::NAME];
+
+/// Whether a projector has set this user aside ([`projections::quarantine`]): its read
+/// model may be stale or missing, so reads of it answer 503 rather than either.
+pub fn quarantined(state: &AppState, company_id: Uuid, user_id: Uuid, projectors: &[&str]) -> bool {
+    state
+        .caches
+        .quarantine
+        .blocks(company_id, user_id, projectors)
+}
+
+/// The 503 a read of a quarantined user answers (the detail goes to the log only).
+pub fn quarantined_error(user_id: Uuid) -> ApiError {
+    ApiError::Unavailable(format!(
+        "user {user_id} is quarantined by a projector; see `kairos projections status`"
+    ))
 }
 
 /// An RFC 3339 instant from the query string. A `+` offset sent unencoded arrives as a space
@@ -406,6 +434,9 @@ fn parse_as_of(raw: &str) -> chrono::ParseResult<chrono::DateTime<chrono::FixedO
 }
 
 async fn find_user(state: &AppState, company_id: Uuid, user_id: Uuid) -> ApiResult<Json<UserView>> {
+    if quarantined(state, company_id, user_id, PROFILE_PROJECTORS) {
+        return Err(quarantined_error(user_id));
+    }
     let user = user_profiles::find(&state.pool, company_id, user_id)
         .await?
         .ok_or(ApiError::NotFound("User not found"))?;
@@ -450,6 +481,16 @@ pub async fn list_users(
         skip,
     )
     .await?;
+    if let Some(user) = users.iter().find(|user| {
+        quarantined(
+            &state,
+            acting.caller.company_id,
+            user.user_id,
+            PROFILE_PROJECTORS,
+        )
+    }) {
+        return Err(quarantined_error(user.user_id));
+    }
     let users: Vec<UserView> = users.into_iter().map(UserView::from).collect();
     Ok(Json(UserList {
         count: users.len(),
@@ -516,6 +557,15 @@ pub async fn update_user(
         .bus
         .wait_for(USER_READ_MODELS, committed.position)
         .await;
+    if quarantined(
+        &state,
+        acting.caller.company_id,
+        user_id,
+        PROFILE_PROJECTORS,
+    ) {
+        // The change is recorded; the read model cannot show it. The log can.
+        return user_from_log(&state, acting.caller.company_id, user_id, None).await;
+    }
     find_user(&state, acting.caller.company_id, user_id).await
 }
 

@@ -221,6 +221,18 @@ pub async fn bookable_windows(
     let user_id = parse_path_id(&user_id, "userId")?;
     let params = WindowsQuery::parse(&RawWindowsQuery::from_query(query.as_deref().unwrap_or("")))?;
     let company_id = acting.caller.company_id;
+    // Windows of a user set aside by either projector they come from would be stale.
+    if super::users::quarantined(
+        &state,
+        company_id,
+        user_id,
+        &[
+            projections::users::NAME,
+            projections::bookable_windows::NAME,
+        ],
+    ) {
+        return Err(super::users::quarantined_error(user_id));
+    }
     let windows = state
         .caches
         .windows

@@ -83,7 +83,6 @@ fn timezone_change(zone: &str) -> PendingEvent {
         event_version: "1".into(),
         payload: json!({"timezone": zone, "at": "2026-01-01T00:00:00Z"}),
         effects: Vec::new(),
-        personal_fields: &[],
     }
 }
 
@@ -207,7 +206,6 @@ fn slug_claimed(user_id: &str, slug: &str) -> PendingEvent {
             value: slug.into(),
             owner: user_id.into(),
         })],
-        personal_fields: &[],
     }
 }
 

@@ -10,6 +10,7 @@ mod helpers;
 mod http;
 mod processes;
 mod projectors;
+mod quarantine;
 mod robustness;
 mod upkeep;
 mod users;

@@ -147,9 +147,13 @@ impl Projector for CrashAfterWriting {
             })
             .is_ok()
         {
-            return Err(ProjectionError::Invalid(
-                "injected crash after writing rows, before commit".into(),
-            ));
+            // A transient failure (a connection lost): retried, never quarantined.
+            return Err(ProjectionError::Database(sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected crash after writing rows, before commit",
+                ),
+            )));
         }
         Ok(())
     }

@@ -561,3 +561,55 @@ fn creation_claims_the_email_per_company_and_the_slug_everywhere() {
         ["email", "givenName", "familyName", "slug"]
     );
 }
+
+/// The declaration is by type name; every variant's declared fields must be strings of its
+/// payload (a renamed field would otherwise go unsealed), and the registry must agree.
+#[test]
+fn every_declared_personal_field_is_a_string_of_its_event() {
+    use crate::effects::StoredEvent;
+    use cqrs_es::DomainEvent;
+    let events = [
+        user_created(),
+        default_availability(),
+        default_meeting_type(),
+        UserEvent::UserRenamed {
+            given_name: "A".into(),
+            family_name: "B".into(),
+            at: at(),
+        },
+        UserEvent::UserSlugChanged {
+            slug: "a-b-1".into(),
+            at: at(),
+        },
+        UserEvent::UserTimezoneChanged {
+            timezone: berlin(),
+            at: at(),
+        },
+        UserEvent::UserDeleted { at: at() },
+    ];
+    for event in events {
+        let payload = crate::effects::payload_of(&event).unwrap();
+        assert_eq!(
+            crate::effects::erases_subject(User::TYPE, &event.event_type()),
+            event
+                .effects("u")
+                .contains(&crate::effects::StoreEffect::EraseDataSubject),
+            "{}: erasure by type and by value disagree",
+            event.event_type()
+        );
+        let declared = crate::effects::personal_fields(User::TYPE, &event.event_type());
+        assert_eq!(declared, event.personal_fields());
+        for field in declared {
+            assert!(
+                payload[*field].is_string(),
+                "{}: {field} is declared personal but is not a string of it",
+                event.event_type()
+            );
+        }
+    }
+    // Client free text that is not personal is not declared: it is never opened.
+    assert!(crate::effects::personal_fields(User::TYPE, "AvailabilityProvisioned").is_empty());
+    assert!(crate::effects::personal_fields(User::TYPE, "MeetingTypeProvisioned").is_empty());
+    assert!(crate::effects::personal_fields("Company", "CompanyCreated").is_empty());
+    assert!(crate::effects::personal_fields("Nobody", "UserCreated").is_empty());
+}
