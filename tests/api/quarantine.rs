@@ -308,14 +308,11 @@ async fn an_event_no_projector_can_apply_quarantines_only_its_aggregate_until_fi
             .any(|s| s["name"] == "users"
                 && s["quarantined"][0]["aggregateId"] == victim_id.as_str())
     );
-    let metrics = app.get("/metrics").no_key().send().await;
-    assert!(
-        metrics
-            .text
-            .contains("kairos_projector_quarantined_aggregates{projector=\"users\"} 1"),
-        "{}",
-        metrics.text
-    );
+    metrics_showing(
+        &app,
+        "kairos_projector_quarantined_aggregates{projector=\"users\"} 1",
+    )
+    .await;
 
     // Retrying before the fix changes nothing (and says so with its exit status).
     let early = kairos_cli(&app, &["projections", "retry", "users"]).await;
@@ -337,13 +334,26 @@ async fn an_event_no_projector_can_apply_quarantines_only_its_aggregate_until_fi
     let windows = app.get(&windows_path(&victim_id)).send().await;
     assert_eq!(windows.status, StatusCode::OK, "{}", windows.text);
     assert_all_running_and_clean(&app).await;
-    let metrics = app.get("/metrics").no_key().send().await;
-    assert!(
-        metrics
-            .text
-            .contains("kairos_projector_quarantined_aggregates{projector=\"users\"} 0")
-    );
+    metrics_showing(
+        &app,
+        "kairos_projector_quarantined_aggregates{projector=\"users\"} 0",
+    )
+    .await;
     app.stop().await;
+}
+
+/// Waits for `/metrics` to contain `line`: it reads the projectors' state at most once a
+/// second, so a change shows within the next reading.
+async fn metrics_showing(app: &TestApp, line: &str) {
+    let mut metrics = String::new();
+    for _ in 0..40 {
+        metrics = app.get("/metrics").no_key().send().await.text;
+        if metrics.contains(line) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/metrics never showed {line}: {metrics}");
 }
 
 #[tokio::test]
