@@ -5,6 +5,7 @@
 //! - [`log`]: the event log in commit order, as projectors and audits read it;
 //! - [`keyring`]: sealing and opening personal fields (crypto-shredding);
 //! - [`runtime`]: following the log, checkpoints, leadership, read-your-writes progress;
+//! - [`listener`]: the `LISTEN` connection that relays notifications, and its liveness;
 //! - [`rebuild`]: replaying the log into shadow tables and swapping them in live;
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod clock;
 pub mod companies;
 pub mod keyring;
+pub mod listener;
 pub mod log;
 pub mod meeting_types;
 pub mod rebuild;

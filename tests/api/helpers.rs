@@ -30,6 +30,7 @@ pub fn fast_runtime() -> RuntimeConfig {
         first_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         maintenance_interval: Duration::from_millis(50),
+        ..RuntimeConfig::default()
     }
 }
 
@@ -263,7 +264,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
     let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
-    let kairos = start_kairos(&db, &keyring, &clock, options.rate_limit_per_minute).await;
+    let kairos = start_kairos(
+        &db,
+        &keyring,
+        &clock,
+        options.rate_limit_per_minute,
+        fast_runtime(),
+    )
+    .await;
     let company = provisioning::create_company(
         &kairos.state.bus,
         NewCompany {
@@ -297,6 +305,7 @@ async fn start_kairos(
     keyring: &Keyring,
     clock: &ManualClock,
     rate_limit_per_minute: u32,
+    runtime: RuntimeConfig,
 ) -> Kairos {
     Kairos::start(Options {
         database_url: db.url.clone(),
@@ -306,7 +315,7 @@ async fn start_kairos(
         pool_size: 20,
         rate_limit_per_minute,
         read_your_writes_timeout: Duration::from_secs(10),
-        runtime: fast_runtime(),
+        runtime,
         windows_cache_users: 10_000,
     })
     .await
@@ -348,11 +357,17 @@ impl TestApp {
     /// A second Kairos server process on the same database (its own pools, projector
     /// runtime, listener and caches), as behind a load balancer; calls go to its router.
     pub async fn another_process(&self) -> TestApp {
+        self.another_process_with(fast_runtime()).await
+    }
+
+    /// [`Self::another_process`] with its own runtime tunables (its listener's, say).
+    pub async fn another_process_with(&self, runtime: RuntimeConfig) -> TestApp {
         let kairos = start_kairos(
             &self.db,
             &self.keyring,
             &self.clock,
             self.rate_limit_per_minute,
+            runtime,
         )
         .await;
         TestApp {
