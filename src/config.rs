@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// Memory for bookable windows by default: every user of a few hundred thousand with office
+/// hours, or some ten thousand with the heaviest schedules (the rest load on use).
+pub const DEFAULT_WINDOWS_CACHE_MB: u64 = 256;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -29,8 +33,8 @@ pub struct Config {
     pub pool_size: u32,
     /// `KAIROS_READ_YOUR_WRITES_TIMEOUT_MS`: how long a command waits for read models, default 5000.
     pub read_your_writes_timeout: Duration,
-    /// `KAIROS_WINDOWS_CACHE_USERS`: users whose bookable windows stay in memory, default 250000.
-    pub windows_cache_users: usize,
+    /// `KAIROS_WINDOWS_CACHE_MB`: memory for bookable windows, in MiB, default 256.
+    pub windows_cache_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -52,6 +56,13 @@ impl Config {
         let database_url = var("DATABASE_URL").context(
             "DATABASE_URL is not set: point it at a PostgreSQL database, or use `make run`, which starts one",
         )?;
+        // A users bound no longer bounds memory (one user can cost a hundred times another);
+        // ignoring it silently would leave an operator believing it still applies.
+        if var("KAIROS_WINDOWS_CACHE_USERS").is_some() {
+            bail!(
+                "KAIROS_WINDOWS_CACHE_USERS was replaced by KAIROS_WINDOWS_CACHE_MB (memory for bookable windows, in MiB, default {DEFAULT_WINDOWS_CACHE_MB})"
+            );
+        }
         let log_format = match var("KAIROS_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -80,8 +91,9 @@ impl Config {
                 "KAIROS_READ_YOUR_WRITES_TIMEOUT_MS",
                 5000,
             )?),
-            windows_cache_users: usize::try_from(number("KAIROS_WINDOWS_CACHE_USERS", 250_000)?)
-                .context("KAIROS_WINDOWS_CACHE_USERS is too large")?,
+            windows_cache_bytes: number("KAIROS_WINDOWS_CACHE_MB", DEFAULT_WINDOWS_CACHE_MB)?
+                .checked_mul(1 << 20)
+                .context("KAIROS_WINDOWS_CACHE_MB is too large")?,
         })
     }
 

@@ -45,9 +45,10 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn new(windows_users: usize) -> Self {
+    /// `windows_bytes` bounds the windows cache (see [`WindowsCache`]).
+    pub fn new(windows_bytes: u64) -> Self {
         Self {
-            windows: Arc::new(WindowsCache::new(windows_users)),
+            windows: Arc::new(WindowsCache::new(windows_bytes)),
             api_keys: Arc::new(ApiKeyCache::new(100_000)),
         }
     }

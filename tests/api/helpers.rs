@@ -316,7 +316,7 @@ async fn start_kairos(
         rate_limit_per_minute,
         read_your_writes_timeout: Duration::from_secs(10),
         runtime,
-        windows_cache_users: 10_000,
+        windows_cache_bytes: 64 << 20,
     })
     .await
     .expect("start kairos")
