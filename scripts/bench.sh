@@ -4,6 +4,8 @@
 #
 #   BENCH_USERS=10000 (default)  users created through the public API
 #   BENCH_SECONDS=15             length of each windows load (after a 2 s warm-up)
+#   BENCH_WINDOWS_CACHE_MB=64    windows cache budget of the last figure's server (small, so
+#                                that the heaviest schedules overflow it at every scale)
 #
 # Writes target/bench/run/*.json (each measurement) and target/bench/summary.json, and
 # prints the table. Everything it starts is stopped on exit; every load stops by itself.
@@ -18,6 +20,7 @@ SQL_PORT=$((PORT + 2))
 OUT=target/bench
 RUN=$OUT/run
 FIRST=1000
+CACHE_MB=${BENCH_WINDOWS_CACHE_MB:-64}
 [ "$USERS" -ge "$FIRST" ] || { echo "BENCH_USERS must be at least $FIRST" >&2; exit 2; }
 
 say() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
@@ -70,6 +73,12 @@ create_users() { # count, first index, output file, body template
 }
 DEFAULT_USER='{"email":"user{n}@bench.example.com","givenName":"Bench","familyName":"User {n}","timezone":"Europe/Berlin"}'
 CUSTOM_USER='{"email":"custom{n}@bench.example.com","givenName":"Custom","familyName":"User {n}","timezone":"America/New_York","availability":{"timezone":"America/New_York","schedule":[{"dayOfWeek":"monday","intervals":[{"from":"08:00","to":"12:00"},{"from":"13:00","to":"18:00"}]},{"dayOfWeek":"wednesday","intervals":[{"from":"10:00","to":"16:00"}]},{"dayOfWeek":"friday","intervals":[{"from":"09:00","to":"13:00"}]},{"dayOfWeek":"saturday","intervals":[{"from":"22:00","to":"24:00"}]},{"dayOfWeek":"sunday","intervals":[{"from":"00:00","to":"02:00"}]}]},"meetingType":{"name":"Discovery Call","duration":45,"slotInterval":15,"bufferAfter":10,"horizonDays":90}}'
+
+# The heaviest schedule the API takes: twelve intervals every day, 5-minute slots, a year's
+# horizon (about 70 KiB of windows per meeting type, seventy times a default user).
+HEAVY_INTERVALS=$(for h in 00 02 04 06 08 10 12 14 16 18 20 22; do printf '{"from":"%s:00","to":"%s:50"},' "$h" "$h"; done)
+HEAVY_DAYS=$(for d in monday tuesday wednesday thursday friday saturday sunday; do printf '{"dayOfWeek":"%s","intervals":[%s]},' "$d" "${HEAVY_INTERVALS%,}"; done)
+HEAVY_USER='{"email":"heavy{n}@bench.example.com","givenName":"Heavy","familyName":"User {n}","timezone":"Europe/Berlin","availability":{"name":"Always","schedule":['"${HEAVY_DAYS%,}"']},"meetingType":{"name":"Quick","duration":10,"slotInterval":5,"horizonDays":365}}'
 
 # Steady state before measuring: the projectors have caught up and autovacuum's work on the
 # freshly loaded tables is done, so it does not share the two cores with the measurement.
@@ -156,6 +165,29 @@ PEAK_KB=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
 echo "{\"peakRssBytes\": $((PEAK_KB * 1024))}" >"$RUN/memory.json"
 printf '{"users": %s, "machine": "%s", "cpus": %s, "date": "%s"}\n' "$USERS" "$(uname -srm)" "$(nproc)" \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$RUN/meta.json"
+
+say "memory with one user in ten on the heaviest schedule (windows cache budget $CACHE_MB MiB)"
+# Added last, so no other figure sees them: as many heavy users as make them a tenth of all.
+HEAVY=$((USERS / 9))
+create_users "$HEAVY" 1 "$RUN/create_heavy.json" "$HEAVY_USER"
+wait_for_projectors
+kill -TERM "$SERVER"
+wait "$SERVER" 2>/dev/null || true
+# A fresh server: its peak covers the preload and a windows load over every user.
+DATABASE_URL=$URL KAIROS_BIND=127.0.0.1:$PORT KAIROS_RATE_LIMIT_PER_MINUTE=0 KAIROS_DB_POOL_SIZE=32 \
+  KAIROS_WINDOWS_CACHE_MB=$CACHE_MB RUST_LOG=warn,kairos::server=info $KAIROS serve --no-migrate >"$RUN/server_heavy.log" 2>&1 &
+SERVER=$!
+PIDS+=("$SERVER")
+for _ in $(seq 1 600); do
+  grep -q "bookable windows" "$RUN/server_heavy.log" 2>/dev/null && break # preloaded (or gave up)
+  sleep 0.2
+done
+urls_for kairos "$RUN/urls_heavy.txt"
+windows_load "$RUN/urls_heavy.txt" "$RUN/windows_heavy.json" "$AUTH"
+CACHED=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^kairos_windows_cached_bytes / {print $2}')
+PEAK_KB=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
+printf '{"peakRssBytes": %s, "budgetBytes": %s, "users": %s, "heavyUsers": %s, "cachedBytes": %s}\n' \
+  "$((PEAK_KB * 1024))" "$((CACHE_MB * 1024 * 1024))" "$((USERS + HEAVY))" "$HEAVY" "${CACHED:-0}" >"$RUN/memory_heavy.json"
 
 say "summary"
 $BENCH summarize --dir "$RUN" --users "$USERS" --out "$OUT/summary.json"

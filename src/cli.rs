@@ -267,7 +267,7 @@ async fn serve(config: Config, no_migrate: bool) -> anyhow::Result<()> {
         rate_limit_per_minute: config.rate_limit_per_minute,
         read_your_writes_timeout: config.read_your_writes_timeout,
         runtime: RuntimeConfig::default(),
-        windows_cache_users: config.windows_cache_users,
+        windows_cache_bytes: config.windows_cache_bytes,
         auth_failures_per_minute: config.auth_failures_per_minute,
     })
     .await

@@ -6,6 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::http::ConnectionLimits;
+/// Memory for bookable windows by default: every user of a few hundred thousand with office
+/// hours, or some ten thousand with the heaviest schedules (the rest load on use).
+pub const DEFAULT_WINDOWS_CACHE_MB: u64 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -31,14 +34,14 @@ pub struct Config {
     pub pool_size: u32,
     /// `KAIROS_READ_YOUR_WRITES_TIMEOUT_MS`: how long a command waits for read models, default 5000.
     pub read_your_writes_timeout: Duration,
-    /// `KAIROS_WINDOWS_CACHE_USERS`: users whose bookable windows stay in memory, default 250000.
-    pub windows_cache_users: usize,
     /// `KAIROS_HEADER_READ_TIMEOUT_SECS` (default 30, 1 to 30) and `KAIROS_MAX_CONNECTIONS`
     /// (default 10000; lowered to fit the open-file limit when serving).
     pub connections: ConnectionLimits,
     /// `KAIROS_AUTH_FAILURES_PER_MINUTE`: failed authentications per source address, default
     /// 60 (bursts to that many); 0 turns the limit off.
     pub auth_failures_per_minute: u32,
+    /// `KAIROS_WINDOWS_CACHE_MB`: memory for bookable windows, in MiB, default 256.
+    pub windows_cache_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -62,6 +65,13 @@ impl Config {
         let database_url = var("DATABASE_URL").context(
             "DATABASE_URL is not set: point it at a PostgreSQL database, or use `make run`, which starts one",
         )?;
+        // A users bound no longer bounds memory (one user can cost a hundred times another);
+        // ignoring it silently would leave an operator believing it still applies.
+        if var("KAIROS_WINDOWS_CACHE_USERS").is_some() {
+            bail!(
+                "KAIROS_WINDOWS_CACHE_USERS was replaced by KAIROS_WINDOWS_CACHE_MB (memory for bookable windows, in MiB, default {DEFAULT_WINDOWS_CACHE_MB})"
+            );
+        }
         let log_format = match var("KAIROS_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -91,8 +101,6 @@ impl Config {
                 "KAIROS_READ_YOUR_WRITES_TIMEOUT_MS",
                 5000,
             )?),
-            windows_cache_users: usize::try_from(number("KAIROS_WINDOWS_CACHE_USERS", 250_000)?)
-                .context("KAIROS_WINDOWS_CACHE_USERS is too large")?,
             connections: ConnectionLimits {
                 header_read_timeout: header_read_timeout(number(
                     "KAIROS_HEADER_READ_TIMEOUT_SECS",
@@ -108,6 +116,9 @@ impl Config {
             },
             auth_failures_per_minute: u32::try_from(number("KAIROS_AUTH_FAILURES_PER_MINUTE", 60)?)
                 .context("KAIROS_AUTH_FAILURES_PER_MINUTE is too large")?,
+            windows_cache_bytes: number("KAIROS_WINDOWS_CACHE_MB", DEFAULT_WINDOWS_CACHE_MB)?
+                .checked_mul(1 << 20)
+                .context("KAIROS_WINDOWS_CACHE_MB is too large")?,
         })
     }
 

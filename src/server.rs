@@ -32,8 +32,8 @@ pub struct Options {
     pub rate_limit_per_minute: u32,
     pub read_your_writes_timeout: Duration,
     pub runtime: RuntimeConfig,
-    /// How many users' bookable windows the server keeps in memory.
-    pub windows_cache_users: usize,
+    /// Memory for bookable windows, in bytes (`KAIROS_WINDOWS_CACHE_MB`).
+    pub windows_cache_bytes: u64,
     /// Failed authentications per source address a minute (0: no limit).
     pub auth_failures_per_minute: u32,
 }
@@ -54,7 +54,7 @@ impl Kairos {
             Some(STATEMENT_TIMEOUT),
         )
         .await?;
-        let caches = Caches::new(options.windows_cache_users);
+        let caches = Caches::new(options.windows_cache_bytes);
         let projectors = projections::all_projectors(options.clock.clone(), &caches);
         // Each projector leader keeps a connection; the rest serve listeners and catch-ups.
         let projector_pool =

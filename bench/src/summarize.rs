@@ -31,6 +31,9 @@ pub const TARGET_USERS: u64 = 100_000;
 /// The scale the windows p50 at N users is compared with.
 pub const SCALE_BASE_USERS: u64 = 1_000;
 pub const MEMORY_TARGET_MIB: f64 = 512.0;
+/// What a server may hold beyond its windows cache budget (`KAIROS_WINDOWS_CACHE_MB`) when
+/// one user in ten has the heaviest schedule the API takes.
+pub const BEYOND_CACHE_BUDGET_MIB: f64 = 128.0;
 
 /// One row of the table: a Kairos figure, its baseline, their ratio and the verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -402,6 +405,16 @@ pub fn summarize(dir: &Path, users: u64) -> Summary {
         ["events", "bytes", "seconds", "eventsPerSecond"],
     );
     let memory = inputs.numbers("memory.json", ["peakRssBytes"]);
+    let memory_heavy = inputs.numbers(
+        "memory_heavy.json",
+        [
+            "peakRssBytes",
+            "budgetBytes",
+            "users",
+            "heavyUsers",
+            "cachedBytes",
+        ],
+    );
     let meta = inputs.file("meta.json");
     let mut notes = inputs.notes;
     let text = |key: &str| {
@@ -596,6 +609,8 @@ pub fn summarize(dir: &Path, users: u64) -> Summary {
         baseline_cell: "-".into(),
     });
 
+    figures.push(heavy_memory_figure(memory_heavy));
+
     Summary {
         users,
         machine,
@@ -603,6 +618,43 @@ pub fn summarize(dir: &Path, users: u64) -> Summary {
         date,
         figures,
         notes,
+    }
+}
+
+/// Peak RSS of a server started with a windows cache budget on a database where one user in
+/// ten has the heaviest schedule (twelve intervals a day, 5-minute slots, a year's horizon),
+/// through its preload and a windows load over every user: the budget, not the users, must
+/// bound it.
+fn heavy_memory_figure(measured: Option<[f64; 5]>) -> Figure {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = measured.map(|[peak, budget, _, _, cached]| (peak / MIB, budget / MIB, cached / MIB));
+    Figure {
+        key: "memory_heavy_schedules",
+        label: "memory: peak RSS, 10% heaviest schedules",
+        kairos: measured.map(|[peak, budget, users, heavy, cached]| {
+            json!({
+                "peakRssBytes": peak as u64, "peakRssMiB": peak / MIB,
+                "budgetBytes": budget as u64, "cachedBytes": cached as u64,
+                "users": users as u64, "heavyUsers": heavy as u64,
+            })
+        }),
+        baseline: None,
+        ratio: None,
+        target: "≤ cache budget + 128 MiB",
+        met: mib.map(|(peak, budget, _)| peak <= budget + BEYOND_CACHE_BUDGET_MIB),
+        measured: mib.is_some(),
+        applicable: true,
+        note: measured.map(|[_, _, users, heavy, _]| {
+            format!(
+                "{} of {} users with the heaviest schedule",
+                thousands(heavy),
+                thousands(users)
+            )
+        }),
+        kairos_cell: mib.map_or(NOT_MEASURED.into(), |(peak, budget, cached)| {
+            format!("{peak:.1} MiB (cache {cached:.1} of {budget:.0} MiB)")
+        }),
+        baseline_cell: "-".into(),
     }
 }
 
@@ -680,10 +732,16 @@ mod tests {
             json!({"events": 300000, "bytes": 300000000, "seconds": 1.0, "eventsPerSecond": 300000.0}),
         );
         dir.write("memory.json", json!({"peakRssBytes": 200u64 * 1024 * 1024}));
+        dir.write("memory_heavy.json", heavy_memory(150, 64));
         dir.write(
             "meta.json",
             json!({"users": users, "machine": "Linux 6.1 x86_64", "cpus": 2, "date": "2026-11-28T10:00:00Z"}),
         );
+    }
+
+    fn heavy_memory(peak_mib: u64, budget_mib: u64) -> Value {
+        json!({"peakRssBytes": peak_mib << 20, "budgetBytes": budget_mib << 20,
+               "users": 11111, "heavyUsers": 1111, "cachedBytes": (budget_mib - 1) << 20})
     }
 
     fn close(a: Option<f64>, b: f64) -> bool {
@@ -726,6 +784,7 @@ mod tests {
             json!({"events": 300000, "seconds": 20.0, "eventsPerSecond": 15000.0}),
         );
         dir.write("memory.json", json!({"peakRssBytes": 600u64 * 1024 * 1024}));
+        dir.write("memory_heavy.json", heavy_memory(193, 64));
         let s = summarize(&dir.0, 100_000);
         let met = |key| s.figure(key).unwrap().met;
         assert_eq!(met("windows_vs_framework"), Some(false)); // 0.3
@@ -735,6 +794,7 @@ mod tests {
         assert_eq!(met("rebuild_vs_sequential_read"), Some(false)); // 0.05
         assert_eq!(met("scale"), Some(false)); // 1.5
         assert_eq!(met("memory"), Some(false)); // 600 MiB
+        assert_eq!(met("memory_heavy_schedules"), Some(false)); // 193 > 64 + 128 MiB
         assert!(!s.all_met());
     }
 
@@ -745,6 +805,7 @@ mod tests {
         dir.write("windows_kairos.json", load(5000.0, 1.3, 10.0));
         dir.write("windows_sql.json", load(5000.0, 1.0, 5.0));
         dir.write("memory.json", json!({"peakRssBytes": 512u64 * 1024 * 1024}));
+        dir.write("memory_heavy.json", heavy_memory(192, 64));
         let s = summarize(&dir.0, 100_000);
         let f = |key| s.figure(key).unwrap();
         assert!(close(f("windows_vs_framework").ratio, 0.5));
@@ -847,7 +908,11 @@ mod tests {
         assert_eq!(json["figures"]["windows_p99"]["baseline"], Value::Null);
         assert_eq!(json["allMet"], json!(true));
         let keys: Vec<&String> = json["figures"].as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 7);
+        assert_eq!(keys.len(), 8);
+        let heavy = &json["figures"]["memory_heavy_schedules"];
+        assert_eq!(heavy["kairos"]["budgetBytes"], json!(64u64 << 20));
+        assert_eq!(heavy["target"], json!("≤ cache budget + 128 MiB"));
+        assert_eq!(heavy["met"], json!(true));
 
         let table = summary.table();
         println!("{table}");
@@ -864,13 +929,14 @@ mod tests {
         };
         let header = columns(lines[1]);
         assert_eq!(header.len(), 5);
-        for row in &lines[3..10] {
+        for row in &lines[3..11] {
             assert_eq!(columns(row), header, "{row}");
         }
         assert!(table.contains("6,000 req/s"));
         assert!(table.contains("10,000 req/s (serve-static)"));
         assert!(table.contains("| 0.60  |"));
-        assert!(lines[10].starts_with("all met: yes"));
+        assert!(table.contains("150.0 MiB (cache 63.0 of 64 MiB)"));
+        assert!(lines[11].starts_with("all met: yes"));
         assert!(!table.contains('\u{1b}'));
     }
 

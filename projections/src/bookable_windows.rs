@@ -27,7 +27,7 @@ use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::cache::InvalidatingCache;
+use crate::cache::{Filled, InvalidatingCache};
 use crate::clock::SharedClock;
 use crate::log::{LogEvent, LogPosition};
 use crate::runtime::{ProjectionError, Projector, Subscription};
@@ -160,6 +160,22 @@ pub struct UserWindows {
 }
 
 impl UserWindows {
+    /// What this user's windows cost in memory, the figure the windows cache is bounded by:
+    /// the value and everything it owns, plus what the cache spends on an entry (key, the
+    /// `Arc`'s counts, the table slot, allocator headers).
+    pub fn bytes_in_memory(&self) -> u64 {
+        const ENTRY_OVERHEAD: usize = 128;
+        let meeting_types: usize = self
+            .meeting_types
+            .iter()
+            .map(|m| m.runs.capacity() * size_of::<Run>())
+            .sum();
+        (ENTRY_OVERHEAD
+            + size_of::<Self>()
+            + self.meeting_types.capacity() * size_of::<MeetingTypeWindows>()
+            + meeting_types) as u64
+    }
+
     /// The meeting type asked for, or the user's default one.
     pub fn meeting_type(&self, id: Option<Uuid>) -> Option<&MeetingTypeWindows> {
         match id {
@@ -261,16 +277,38 @@ fn meeting_type_from_row(row: &sqlx::postgres::PgRow) -> Result<MeetingTypeWindo
     })
 }
 
-/// Every user's windows in memory, filled on first use and dropped when they change (see
-/// [`crate::cache`] for why that is safe).
+/// Users' windows in memory, filled on first use and dropped when they change (see
+/// [`crate::cache`] for why that is safe), within a budget in bytes: a user with twelve
+/// intervals a day and a year's horizon costs a hundred times one with office hours, so a
+/// count of users bounds nothing. Beyond the budget the users read least lately make room.
 pub struct WindowsCache {
-    users: Arc<InvalidatingCache<Uuid, Arc<UserWindows>>>,
+    users: Arc<InvalidatingCache<Uuid, Arc<UserWindows>, ByBytes>>,
+}
+
+/// Weighs a cached user by [`UserWindows::bytes_in_memory`].
+#[derive(Clone)]
+pub struct ByBytes;
+
+impl crate::cache::Weighter<Uuid, Arc<UserWindows>> for ByBytes {
+    fn weight(&self, _user: &Uuid, windows: &Arc<UserWindows>) -> u64 {
+        windows.bytes_in_memory()
+    }
 }
 
 impl WindowsCache {
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `budget_bytes` of windows.
+    pub fn new(budget_bytes: u64) -> Self {
+        // Sized for users of office hours over a few months (about 1 KiB each); the heaviest
+        // user the API allows (twelve intervals a day for a year, a few meeting types) takes
+        // a few hundred KiB.
+        let estimated_users = usize::try_from(budget_bytes / 1024).unwrap_or(usize::MAX);
         Self {
-            users: Arc::new(InvalidatingCache::new(capacity)),
+            users: Arc::new(InvalidatingCache::with_weighter(
+                budget_bytes,
+                estimated_users,
+                256 * 1024,
+                ByBytes,
+            )),
         }
     }
 
@@ -301,9 +339,10 @@ impl WindowsCache {
         self.users.invalidate(user_ids);
     }
 
-    /// Loads every user's windows (up to the capacity), so that no query after a restart
-    /// pays a database round trip. Rows changed while this runs are left to be loaded on
-    /// use. Returns how many users it read.
+    /// Loads users' windows until the budget is full, so that no query after a restart pays
+    /// a database round trip (all of them, if they fit). It stops at the budget rather than
+    /// evict what queries loaded meanwhile; users beyond it load on use. Rows changed while
+    /// this runs are left to be loaded on use too. Returns how many users it stored.
     pub async fn warm(&self, pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
         let generations = self.users.generations();
         let sql = format!(
@@ -316,8 +355,12 @@ impl WindowsCache {
             let user_id: Uuid = row.try_get("user_id")?;
             if current.as_ref().is_none_or(|user| user.user_id != user_id) {
                 if let Some(done) = current.take() {
-                    self.users.fill(done.user_id, Arc::new(done), &generations);
-                    users += 1;
+                    match self.users.fill(done.user_id, Arc::new(done), &generations) {
+                        Filled::Stored => users += 1,
+                        Filled::Skipped => {}
+                        // Dropping the stream ends the query: nothing more is read.
+                        Filled::Full => return Ok(users),
+                    }
                 }
                 current = Some(user_from_row(user_id, &row)?);
             }
@@ -325,8 +368,9 @@ impl WindowsCache {
                 user.meeting_types.push(meeting_type_from_row(&row)?);
             }
         }
-        if let Some(done) = current {
-            self.users.fill(done.user_id, Arc::new(done), &generations);
+        if let Some(done) = current
+            && self.users.fill(done.user_id, Arc::new(done), &generations) == Filled::Stored
+        {
             users += 1;
         }
         Ok(users)
@@ -338,6 +382,15 @@ impl WindowsCache {
 
     pub fn len(&self) -> usize {
         self.users.len()
+    }
+
+    /// What the cached users weigh together, in bytes; never more than [`Self::budget`].
+    pub fn bytes(&self) -> u64 {
+        self.users.weight()
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.users.budget()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -776,6 +829,41 @@ async fn recompute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user_with_runs(runs_per_meeting_type: &[usize]) -> UserWindows {
+        UserWindows {
+            user_id: Uuid::nil(),
+            company_id: Uuid::nil(),
+            user_timezone: Tz::UTC,
+            meeting_types: runs_per_meeting_type
+                .iter()
+                .map(|runs| MeetingTypeWindows {
+                    meeting_type_id: Uuid::nil(),
+                    is_default: true,
+                    minimum_notice_minutes: 0,
+                    horizon_days: 60,
+                    runs: (0..*runs)
+                        .map(|k| Run {
+                            start: k as i64 * 86_400,
+                            step: 300,
+                            count: 12,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_user_weighs_its_runs_so_the_heaviest_schedules_cost_what_they_take() {
+        // Office hours over the default 60 days: one run a weekday. Twelve intervals a day
+        // over a year, for the default and a custom meeting type: twelve runs a day, twice.
+        let default = user_with_runs(&[45]).bytes_in_memory();
+        let heaviest = user_with_runs(&[12 * 367, 12 * 367]).bytes_in_memory();
+        assert!(heaviest >= 2 * 12 * 367 * 16, "{heaviest}");
+        assert!(heaviest >= 80 * default, "{heaviest} vs {default}");
+        assert!((45 * 16..2048).contains(&default), "{default}");
+    }
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(seconds, 0).unwrap()

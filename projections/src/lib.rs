@@ -6,6 +6,7 @@
 //! - [`keyring`]: sealing and opening personal fields (crypto-shredding);
 //! - [`runtime`]: following the log, checkpoints, leadership, read-your-writes progress;
 //! - [`quarantine`]: an event that can never be applied sets aside its aggregate only;
+//! - [`listener`]: the `LISTEN` connection that relays notifications, and its liveness;
 //! - [`rebuild`]: replaying the log into shadow tables and swapping them in live;
 //! - one module per read model, each the only writer of its tables and the owner of the
 //!   queries that read them: [`companies`], [`user_profiles`], [`availabilities`],
@@ -22,6 +23,7 @@ pub mod cache;
 pub mod clock;
 pub mod companies;
 pub mod keyring;
+pub mod listener;
 pub mod log;
 pub mod meeting_types;
 pub mod quarantine;
@@ -48,9 +50,10 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn new(windows_users: usize) -> Self {
+    /// `windows_bytes` bounds the windows cache (see [`WindowsCache`]).
+    pub fn new(windows_bytes: u64) -> Self {
         Self {
-            windows: Arc::new(WindowsCache::new(windows_users)),
+            windows: Arc::new(WindowsCache::new(windows_bytes)),
             api_keys: Arc::new(ApiKeyCache::new(100_000)),
             quarantine: Arc::new(quarantine::QuarantineSet::new()),
         }

@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres, Row};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::keyring::Keyring;
+use crate::listener::{self, ListenerConfig};
 use crate::log::{self, LogError, LogEvent, LogPosition};
 use crate::quarantine::{self, QuarantineSet};
 
@@ -40,7 +40,7 @@ pub const EVENTS_CHANNEL: &str = "kairos_events";
 pub const CHECKPOINTS_CHANNEL: &str = "kairos_checkpoints";
 /// A process's markers to itself: when its listener receives one, every notice committed
 /// before the marker was sent has been handled (Postgres delivers in commit order).
-const SYNC_CHANNEL: &str = "kairos_sync";
+pub(crate) const SYNC_CHANNEL: &str = "kairos_sync";
 /// First half of the two-part advisory lock key of every projector (the second half is a
 /// hash of its name), so `pg_locks` shows which projectors are led and by which backend.
 pub const ADVISORY_LOCK_CLASS: i32 = 0x4b41_4952; // "KAIR"
@@ -182,6 +182,8 @@ pub struct RuntimeConfig {
     pub max_backoff: Duration,
     /// How often an idle leader runs [`Projector::maintain`].
     pub maintenance_interval: Duration,
+    /// The `LISTEN` connection and its liveness checks.
+    pub listener: ListenerConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -193,6 +195,7 @@ impl Default for RuntimeConfig {
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(60),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -381,7 +384,7 @@ impl Progress {
     }
 
     /// The listener received a sync marker.
-    fn marker_received(&self, payload: &str) {
+    pub(crate) fn marker_received(&self, payload: &str) {
         let Some((origin, marker)) = payload.split_once(' ') else {
             return;
         };
@@ -399,8 +402,13 @@ impl Progress {
         }
     }
 
-    fn set_following(&self, following: bool) {
+    pub(crate) fn set_following(&self, following: bool) {
         self.listener.following.send_replace(following);
+    }
+
+    /// Whether the listener follows every channel now, as the rest of the process sees it.
+    pub(crate) fn following(&self) -> watch::Receiver<bool> {
+        self.listener.following.subscribe()
     }
 }
 
@@ -496,7 +504,7 @@ impl Runtime {
     /// whatever the caches held): filling a cache in bulk must wait for it, or a change made
     /// elsewhere before the listener was up could linger.
     pub fn listening(&self) -> watch::Receiver<bool> {
-        self.progress.listener.following.subscribe()
+        self.progress.following()
     }
 
     /// What this process's appends call: wakes local leaders at once and relays a NOTIFY to
@@ -519,8 +527,9 @@ impl Runtime {
         if let Some(set) = &self.quarantine {
             set.reload(&self.pool).await?;
         }
-        let mut tasks = vec![tokio::spawn(listen(
-            self.pool.clone(),
+        let mut tasks = vec![tokio::spawn(listener::listen(
+            (*self.pool.connect_options()).clone(),
+            self.config.listener.clone(),
             self.wake.clone(),
             self.progress.clone(),
             self.subscriptions.clone(),
@@ -553,93 +562,6 @@ pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Er
         .execute(pool)
         .await?;
     Ok(())
-}
-
-/// Relays notifications: appends wake the local leaders, checkpoints of other processes
-/// update [`Progress`], cache notices reach their caches. Whenever it does not follow its
-/// channels (at start, after a lost connection) the caches are told to stand aside until it
-/// does again; polling covers the projectors' progress meanwhile.
-async fn listen(
-    pool: PgPool,
-    wake: Arc<Notify>,
-    progress: Progress,
-    subscriptions: Vec<Subscription>,
-    mut shutdown: Shutdown,
-) {
-    let mut backoff = Duration::from_millis(100);
-    let mut channels = vec![EVENTS_CHANNEL, CHECKPOINTS_CHANNEL, SYNC_CHANNEL];
-    channels.extend(subscriptions.iter().map(|s| s.channel));
-    while !shutdown.is_triggered() {
-        progress.set_following(false);
-        for subscription in &subscriptions {
-            (subscription.on_unfollowed)();
-        }
-        let followed = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all(channels.iter().copied()).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match followed.await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for log notifications; polling meanwhile");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        for subscription in &subscriptions {
-            (subscription.on_followed)();
-        }
-        progress.set_following(true);
-        // Appends made while not listening may be waiting.
-        wake.notify_waiters();
-        backoff = Duration::from_millis(100);
-        loop {
-            let notification = tokio::select! {
-                received = listener.try_recv() => received,
-                _ = shutdown.wait() => return,
-            };
-            match notification {
-                Ok(Some(notification)) => match notification.channel() {
-                    EVENTS_CHANNEL => wake.notify_waiters(),
-                    CHECKPOINTS_CHANNEL => {
-                        if let Some((name, position)) =
-                            parse_checkpoint_notice(notification.payload())
-                        {
-                            progress.publish(name, position);
-                        }
-                    }
-                    SYNC_CHANNEL => progress.marker_received(notification.payload()),
-                    channel => {
-                        for subscription in subscriptions.iter().filter(|s| s.channel == channel) {
-                            (subscription.on_notice)(notification.payload());
-                        }
-                    }
-                },
-                // The connection was lost: whatever was sent meanwhile is gone.
-                Ok(None) => {
-                    tracing::warn!("log notifications were interrupted; reconnecting");
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "log notifications interrupted; reconnecting");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-fn parse_checkpoint_notice(payload: &str) -> Option<(&str, LogPosition)> {
-    let mut parts = payload.split(' ');
-    let name = parts.next()?;
-    let tx_id = parts.next()?.parse().ok()?;
-    let position = parts.next()?.parse().ok()?;
-    Some((name, LogPosition { tx_id, position }))
 }
 
 /// One projector's loop in this process.

@@ -79,6 +79,7 @@ pub struct Metrics {
     projector_failing: Family<ProjectorLabels, Gauge>,
     projector_quarantined: Family<ProjectorLabels, Gauge>,
     windows_cached: Gauge,
+    windows_cached_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,6 +101,7 @@ impl Default for Metrics {
             "Aggregates a projector has set aside because an event of theirs cannot be applied (their reads answer 503)",
             projector_quarantined.clone(),
         );
+        let windows_cached_bytes = Gauge::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -117,6 +119,11 @@ impl Default for Metrics {
             windows_cached.clone(),
         );
         registry.register(
+            "windows_cached_bytes",
+            "Memory those users' windows take, within KAIROS_WINDOWS_CACHE_MB",
+            windows_cached_bytes.clone(),
+        );
+        registry.register(
             "projector_failing",
             "1 while a projector's batches fail",
             projector_failing.clone(),
@@ -129,6 +136,7 @@ impl Default for Metrics {
             projector_failing,
             projector_quarantined,
             windows_cached,
+            windows_cached_bytes,
         }
     }
 }
@@ -190,6 +198,10 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
         .metrics
         .windows_cached
         .set(i64::try_from(state.caches.windows.len()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .windows_cached_bytes
+        .set(i64::try_from(state.caches.windows.bytes()).unwrap_or(i64::MAX));
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry)
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;

@@ -176,6 +176,33 @@ async fn commands_that_need_the_master_key_refuse_to_run_without_it() {
 }
 
 #[tokio::test]
+async fn the_windows_cache_is_sized_in_mib_and_the_old_users_bound_is_refused_by_name() {
+    let serve = |variable: &'static str, value: &'static str| async move {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["serve"])
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env_remove("KAIROS_WINDOWS_CACHE_USERS")
+            .env_remove("KAIROS_WINDOWS_CACHE_MB")
+            .env(variable, value)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = serve("KAIROS_WINDOWS_CACHE_USERS", "250000").await;
+    assert!(
+        stderr.contains("KAIROS_WINDOWS_CACHE_USERS was replaced by KAIROS_WINDOWS_CACHE_MB"),
+        "{stderr}"
+    );
+    let stderr = serve("KAIROS_WINDOWS_CACHE_MB", "lots").await;
+    assert!(
+        stderr.contains("KAIROS_WINDOWS_CACHE_MB must be a non-negative integer"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn projections_status_lists_every_projector_with_its_state() {
     let app = spawn_app().await;
     let output = kairos(&app, &["projections", "status", "--json"]).await;

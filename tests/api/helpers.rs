@@ -30,6 +30,7 @@ pub fn fast_runtime() -> RuntimeConfig {
         first_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         maintenance_interval: Duration::from_millis(50),
+        ..RuntimeConfig::default()
     }
 }
 
@@ -320,7 +321,7 @@ async fn start_kairos(
         rate_limit_per_minute,
         read_your_writes_timeout: Duration::from_secs(10),
         runtime,
-        windows_cache_users: 10_000,
+        windows_cache_bytes: 64 << 20,
         auth_failures_per_minute: 60,
     })
     .await
@@ -362,12 +363,17 @@ impl TestApp {
     /// A second Kairos server process on the same database (its own pools, projector
     /// runtime, listener and caches), as behind a load balancer; calls go to its router.
     pub async fn another_process(&self) -> TestApp {
+        self.another_process_with(self.runtime.clone()).await
+    }
+
+    /// [`Self::another_process`] with its own runtime tunables (its listener's, say).
+    pub async fn another_process_with(&self, runtime: RuntimeConfig) -> TestApp {
         let kairos = start_kairos(
             &self.db,
             &self.keyring,
             &self.clock,
             self.rate_limit_per_minute,
-            self.runtime.clone(),
+            runtime.clone(),
         )
         .await;
         TestApp {
@@ -383,7 +389,7 @@ impl TestApp {
             owner: self.owner.clone(),
             company: self.company.clone(),
             rate_limit_per_minute: self.rate_limit_per_minute,
-            runtime: self.runtime.clone(),
+            runtime,
         }
     }
 

@@ -1,11 +1,17 @@
 //! Several server processes on one database, as behind a load balancer: a change made through
 //! one must reach what the others serve from their in-memory caches, not only their tables.
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use projections::listener::ListenerConfig;
+use projections::runtime::RuntimeConfig;
 use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{AppOptions, TestApp, spawn_app_with, user_body};
+use crate::helpers::{AppOptions, TestApp, fast_runtime, spawn_app_with, user_body};
 
 /// Calls `probe` until it returns true; false if `within` passes first. Cross-process
 /// invalidation travels by NOTIFY, so the other process follows within milliseconds, but
@@ -146,6 +152,167 @@ async fn a_process_that_leads_no_projector_still_reads_its_own_writes_at_once() 
             "after moving to {zone}"
         );
     }
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A TCP proxy to the test cluster that can go silent: while frozen it forwards nothing in
+/// either direction and closes nothing, as a connection whose server vanished in a failover.
+struct FreezableProxy {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: (String, u16)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let gate = frozen.clone();
+        let task = tokio::spawn(async move {
+            let mut pairs = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await else {
+                    continue;
+                };
+                // Forward each message at once, as a direct connection would.
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                pairs.spawn(forward(client_read, server_write, gate.subscribe()));
+                pairs.spawn(forward(server_read, client_write, gate.subscribe()));
+            }
+        });
+        Self { port, frozen, task }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        // Dropping the accept task drops every forwarding task with it: sockets close.
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_gone_silent_is_detected_the_caches_stand_aside_and_it_reconnects() {
+    let a = spawn_app_with(AppOptions {
+        now: Some("2026-02-25T00:00:00Z".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    // B listens through a proxy that will go silent; everything else of B goes direct.
+    let direct = PgConnectOptions::from_str(&a.db.url).unwrap();
+    let proxy = FreezableProxy::start((direct.get_host().to_string(), direct.get_port())).await;
+    let heartbeat = Duration::from_millis(300);
+    let b = a
+        .another_process_with(RuntimeConfig {
+            listener: ListenerConfig {
+                connect: Some(direct.clone().host("127.0.0.1").port(proxy.port)),
+                heartbeat_interval: heartbeat,
+                heartbeat_timeout: heartbeat,
+                ..ListenerConfig::default()
+            },
+            ..fast_runtime()
+        })
+        .await;
+    let cached_at_b = || b.kairos.as_ref().unwrap().state.caches.windows.len();
+    let created = a
+        .create_user(user_body("silent@example.com", "Si", "Lent"))
+        .await;
+    let user = created["userId"].as_str().unwrap().to_string();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            first_monday_slot(&b, &user).await == "2026-03-09T08:00:00Z" && cached_at_b() > 0
+        })
+        .await,
+        "B follows and serves the windows from memory"
+    );
+    // Let the notices of the creation reach B before its listener goes silent (several
+    // heartbeats: each marker comes back after every notice sent before it).
+    tokio::time::sleep(heartbeat * 3).await;
+    assert_eq!(first_monday_slot(&b, &user).await, "2026-03-09T08:00:00Z");
+    assert!(
+        cached_at_b() >= 2,
+        "the owner and the new user are in B's memory"
+    );
+
+    // The socket goes silent without closing; A changes the user meanwhile. B's listener
+    // never hears of it, so only its liveness check can make B stop serving its copy.
+    proxy.freeze(true);
+    let frozen_at = Instant::now();
+    let patched = a
+        .patch(&format!("/v4/user/{user}"))
+        .json(json!({"timezone": "Asia/Tokyo"}))
+        .send()
+        .await;
+    assert_eq!(patched.status, 200);
+    assert!(
+        eventually(Duration::from_secs(15), async || first_monday_slot(
+            &b, &user
+        )
+        .await
+            == "2026-03-09T00:00:00Z")
+        .await,
+        "B kept serving windows its silent listener could not invalidate"
+    );
+    // Interval plus timeout is the bound; the margin is for a loaded machine.
+    let detected = frozen_at.elapsed();
+    assert!(detected < Duration::from_secs(10), "took {detected:?}");
+    // Standing aside, B keeps nothing, and reads the table each time.
+    first_monday_slot(&b, &user).await;
+    assert_eq!(cached_at_b(), 0, "a cache that stood aside kept a value");
+
+    // The network comes back: B reconnects, follows again and serves from memory.
+    proxy.freeze(false);
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            first_monday_slot(&b, &user).await;
+            cached_at_b() > 0
+        })
+        .await,
+        "B never followed again"
+    );
+    let patched = a
+        .patch(&format!("/v4/user/{user}"))
+        .json(json!({"timezone": "Europe/Berlin"}))
+        .send()
+        .await;
+    assert_eq!(patched.status, 200);
+    assert!(
+        eventually(Duration::from_secs(10), async || first_monday_slot(
+            &b, &user
+        )
+        .await
+            == "2026-03-09T08:00:00Z")
+        .await,
+        "the reconnected listener does not relay invalidations"
+    );
     b.stop().await;
     a.stop().await;
 }

@@ -3,6 +3,7 @@
 //! identity. Every expected instant below was worked out by hand from the zone's rules.
 
 use chrono::{DateTime, Duration, Utc};
+use projections::bookable_windows::{WindowsCache, load_user_windows};
 use serde_json::{Value, json};
 
 use crate::helpers::{AppOptions, TestApp, spawn_app_with, user_body};
@@ -775,5 +776,90 @@ async fn windows_follow_the_days_and_rebuild_into_identical_rows() {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     }
     assert_eq!(rebuilt, live);
+    app.stop().await;
+}
+
+/// A user with the heaviest schedule the API takes: twelve intervals every day, five-minute
+/// slots, a year's horizon.
+fn heaviest_user_body(n: usize) -> Value {
+    let intervals: Vec<Value> = (0..12)
+        .map(|k| json!({"from": format!("{:02}:00", 2 * k), "to": format!("{:02}:30", 2 * k)}))
+        .collect();
+    let days = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let schedule: Vec<Value> = days
+        .iter()
+        .map(|day| json!({"dayOfWeek": day, "intervals": intervals}))
+        .collect();
+    let mut body = user_body(&format!("heavy{n}@example.com"), "Heavy", "User");
+    body["availability"] = json!({"name": "Always", "schedule": schedule});
+    body["meetingType"] =
+        json!({"name": "Quick", "duration": 10, "slotInterval": 5, "horizonDays": 365});
+    body
+}
+
+#[tokio::test]
+async fn the_windows_cache_and_its_preload_stay_within_a_budget_in_bytes() {
+    let app = spawn_app_with(AppOptions {
+        now: Some(now()),
+        ..Default::default()
+    })
+    .await;
+    let mut users = Vec::new();
+    for n in 0..6 {
+        let body = if n % 2 == 0 {
+            heaviest_user_body(n)
+        } else {
+            user_body(&format!("light{n}@example.com"), "Light", "User")
+        };
+        users.push(
+            app.create_user(body).await["userId"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    let mut weights = Vec::new();
+    for user in &users {
+        let windows = load_user_windows(&app.pool, *user).await.unwrap().unwrap();
+        weights.push(windows.bytes_in_memory());
+    }
+    assert!(
+        weights[0] > 50 * weights[1],
+        "a heavy user costs far more than a light one: {weights:?}"
+    );
+
+    // Room for about two heavy users: the preload stops there, not at the end of the table.
+    let budget = weights[0] * 5 / 2;
+    let cache = WindowsCache::new(budget);
+    let preloaded = cache.warm(&app.pool).await.unwrap();
+    let total = app
+        .scalar("SELECT count(DISTINCT user_id) FROM bookable_windows")
+        .await as usize;
+    assert!(
+        preloaded < total,
+        "{preloaded} of {total}, {weights:?}, {} of {budget}, {}",
+        cache.bytes(),
+        cache.budget()
+    );
+    assert!(preloaded > 0);
+    assert!(cache.bytes() <= budget, "{} > {budget}", cache.bytes());
+
+    // Reading every user, heavy and light, again and again keeps within the budget too.
+    for _ in 0..3 {
+        for user in &users {
+            let windows = cache.get(&app.pool, *user).await.unwrap().unwrap();
+            assert_eq!(windows.user_id, *user);
+            assert!(cache.bytes() <= budget, "{} > {budget}", cache.bytes());
+        }
+    }
     app.stop().await;
 }
