@@ -5,11 +5,12 @@
 
 use aggregates::input::FieldErrors;
 use aggregates::user::User;
+use aggregates::withheld::withhold;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cqrs_es::Aggregate;
-use projections::log::{self, AuditQuery, LogEvent};
+use projections::log::{self, AuditQuery, LogEvent, StreamPageRefused};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -20,6 +21,7 @@ use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{PathParam, QueryMap, parse_path_id};
 use super::views::instant;
+use std::collections::HashMap;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,7 +56,10 @@ pub struct EventView {
 }
 
 impl From<LogEvent> for EventView {
-    fn from(event: LogEvent) -> Self {
+    /// Secrets' verifiers (`aggregates::withheld`) are left out: the log keeps them and its
+    /// hashes cover them, but no reader of the history is shown one.
+    fn from(mut event: LogEvent) -> Self {
+        withhold(&event.aggregate_type, &event.event_type, &mut event.payload);
         Self {
             position: event.position,
             event_id: event.event_id,
@@ -83,23 +88,11 @@ pub struct EventPage {
 const MAX_PAGE: i64 = 100;
 const DEFAULT_PAGE: i64 = 20;
 
-/// Your company's events in the log's order (commit order), for auditors and for
-/// integrations that follow the log. Paging with `after` never skips an event, even one
-/// committed late by a slow writer.
-#[utoipa::path(get, path = "/v4/audit/events", tag = "audit",
-    params(
-        ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive); 0 or absent: from the start"),
-        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
-        ("aggregateId" = Option<String>, Query, description = "Only this aggregate's events"),
-        ("type" = Option<String>, Query, description = "Only events of this type, e.g. UserCreated")),
-    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
-    security(("apiKey" = [])))]
-pub async fn audit_events(
-    State(state): State<AppState>,
-    acting: Acting,
-    QueryMap(query): QueryMap,
-) -> ApiResult<Json<EventPage>> {
-    let mut errors = FieldErrors::new();
+/// `after` and `limit` of a page of the history, each bad one reported in `errors`.
+fn page_parameters(
+    query: &HashMap<String, String>,
+    errors: &mut FieldErrors,
+) -> (Option<i64>, i64) {
     let after = match query.get("after") {
         None => None,
         Some(raw) => match raw.trim().parse::<i64>() {
@@ -123,6 +116,27 @@ pub async fn audit_events(
             }
         },
     };
+    (after, limit)
+}
+
+/// Your company's events in the log's order (commit order), for auditors and for
+/// integrations that follow the log. Paging with `after` never skips an event, even one
+/// committed late by a slow writer.
+#[utoipa::path(get, path = "/v4/audit/events", tag = "audit",
+    params(
+        ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive); 0 or absent: from the start"),
+        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
+        ("aggregateId" = Option<String>, Query, description = "Only this aggregate's events"),
+        ("type" = Option<String>, Query, description = "Only events of this type, e.g. UserCreated")),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn audit_events(
+    State(state): State<AppState>,
+    acting: Acting,
+    QueryMap(query): QueryMap,
+) -> ApiResult<Json<EventPage>> {
+    let mut errors = FieldErrors::new();
+    let (after, limit) = page_parameters(&query, &mut errors);
     let mut filter = |name: &str| {
         let value = query.get(name).filter(|v| !v.is_empty())?;
         // Postgres refuses NUL in text, and no id or type holds a control character.
@@ -169,23 +183,59 @@ pub async fn audit_events(
     }))
 }
 
-/// Every event of one of your users, in order; a deleted user's history stays, with its
-/// personal fields reading `[erased]`.
+/// One of your users' events in order, a page at a time as the audit log pages (`after` the
+/// last position received, `limit` 1–100, default 20); a deleted user's history stays, with
+/// its personal fields reading `[erased]`.
 #[utoipa::path(get, path = "/v4/user/{id}/history", tag = "audit",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = EventPage), (status = 404, body = ErrorBody)),
+    params(
+        ("id" = Uuid, Path),
+        ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive), one of this user's; 0 or absent: from the first"),
+        ("limit" = Option<i64>, Query, description = "1–100, default 20")),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 400, description = "A malformed id, after or limit, or an after that is not a position of this user's events", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn user_history(
     State(state): State<AppState>,
     acting: Acting,
     PathParam(id): PathParam,
+    QueryMap(query): QueryMap,
 ) -> ApiResult<Json<EventPage>> {
     let user_id = parse_path_id(&id, "id")?;
-    let events = user_events(&state, acting.caller.company_id, user_id).await?;
-    if events.is_empty() {
-        return Err(ApiError::NotFound("User not found"));
+    let mut errors = FieldErrors::new();
+    let (after, limit) = page_parameters(&query, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors.into());
     }
-    let last_position = events.iter().map(|e| e.position).max();
+    let mut connection = state.pool.acquire().await?;
+    let page = log::stream_page(
+        &mut connection,
+        acting.caller.company_id,
+        User::TYPE,
+        &user_id.to_string(),
+        after,
+        limit,
+    )
+    .await
+    .map_err(log_error)?;
+    let mut events = match page {
+        Ok(events) => events,
+        Err(StreamPageRefused::NoSuchAggregate) => {
+            return Err(ApiError::NotFound("User not found"));
+        }
+        Err(StreamPageRefused::UnknownCursor) => {
+            return Err(ApiError::field(
+                "after",
+                "after must be the position of an event of this user you received",
+            ));
+        }
+    };
+    log::open_personal_fields(&mut connection, state.bus.store().keyring(), &mut events)
+        .await
+        .map_err(log_error)?;
+    let last_position = events.last().map(|e| e.position);
     let events: Vec<EventView> = events.into_iter().map(EventView::from).collect();
     Ok(Json(EventPage {
         count: events.len(),
