@@ -242,12 +242,35 @@ async fn audit_verify(config: &Config, company: Option<Uuid>, json: bool) -> any
 
 /// Migrates as the owner, then lets `DATABASE_URL`'s login act as the service.
 async fn migrate(config: &Config) -> anyhow::Result<db::ServiceLogin> {
+    // A login that merely serves could "apply" an up-to-date schema as a no-op and then report
+    // itself as the owner: refuse it by name instead.
+    ensure_owner(config, "migrations").await?;
     db::migrate(config.owner_url()).await.context(
         "migrating (as KAIROS_MIGRATE_DATABASE_URL's login, else DATABASE_URL's: the owner of the database)",
     )?;
     db::admit_service_login(config.owner_url(), &config.database_url)
         .await
         .context("making DATABASE_URL's login a member of kairos_service")
+}
+
+/// Refuses owner-only `work` when the owner's URL logs in as a role that does not own the
+/// database (a service login, say), naming the variable to set.
+async fn ensure_owner(config: &Config, work: &str) -> anyhow::Result<()> {
+    let owns = db::owns_schema(config.owner_url())
+        .await
+        .context("connecting with the owner's URL")?;
+    if !owns {
+        let variable = if config.migrate_database_url.is_some() {
+            "KAIROS_MIGRATE_DATABASE_URL"
+        } else {
+            "DATABASE_URL"
+        };
+        bail!(
+            "{variable} logs in as a role that does not own the database: {work} run with the owner's URL, \
+             in KAIROS_MIGRATE_DATABASE_URL (or DATABASE_URL)"
+        );
+    }
+    Ok(())
 }
 
 fn describe_login(login: &db::ServiceLogin) -> String {
@@ -428,6 +451,7 @@ async fn projections_status(config: &Config, json: bool) -> anyhow::Result<()> {
 async fn rebuild(config: &Config, name: Option<&str>, all: bool, json: bool) -> anyhow::Result<()> {
     let keyring = config.keyring()?;
     // Swapping tables is DDL: the owner's work.
+    ensure_owner(config, "rebuilds").await?;
     let owner = db::owner_pool(config.owner_url(), 6)
         .await
         .context("connecting as the owner (KAIROS_MIGRATE_DATABASE_URL, else DATABASE_URL)")?;

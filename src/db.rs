@@ -128,11 +128,10 @@ fn quote_identifier(name: &str) -> String {
 pub async fn owns_schema(database_url: &str) -> Result<bool, sqlx::Error> {
     let mut connection = PgConnection::connect_with(&options(database_url)?).await?;
     let owns = sqlx::query_scalar(
-        "SELECT CASE WHEN to_regclass('public._sqlx_migrations') IS NULL \
-                     THEN has_schema_privilege('public', 'CREATE') \
-                     ELSE pg_has_role((SELECT relowner FROM pg_class \
-                                       WHERE oid = 'public._sqlx_migrations'::regclass), 'USAGE') \
-                END",
+        "SELECT COALESCE(\
+            (SELECT pg_has_role(relowner, 'USAGE') FROM pg_class \
+             WHERE oid = to_regclass('public._sqlx_migrations')), \
+            has_schema_privilege('public', 'CREATE'))",
     )
     .fetch_one(&mut connection)
     .await?;

@@ -57,6 +57,19 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// `url` logging in as `user` (no password: the test cluster trusts local connections).
+pub fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a database URL has a scheme");
+    let host = match rest.split_once('/') {
+        Some((authority, _)) => match authority.rsplit_once('@') {
+            Some((_, host)) => &rest[authority.len() - host.len()..],
+            None => rest,
+        },
+        None => rest,
+    };
+    format!("{scheme}://{user}@{host}")
+}
+
 /// The template is named after the migrations it holds, so a changed migration gets a new
 /// template instead of a stale one.
 fn template_name() -> String {
@@ -246,10 +259,14 @@ pub struct TestApp {
     rate_limit_per_minute: u32,
 }
 
-/// How a test app differs from the default (rate limiting off, the clock at the real now).
+/// How a test app differs from the default (rate limiting off, the clock at the real now,
+/// serving as the cluster's owner).
 #[derive(Default)]
 pub struct AppOptions {
     pub rate_limit_per_minute: u32,
+    /// Serve as this login role instead of the owner: `kairos migrate`'s code path makes it a
+    /// member of `kairos_service` (creating it in the cluster if missing) and nothing more.
+    pub login: Option<String>,
     /// Where the manual clock starts, before anything (the test company included) is created.
     pub now: Option<chrono::DateTime<Utc>>,
 }
@@ -263,7 +280,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
     let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
-    let kairos = start_kairos(&db, &keyring, &clock, options.rate_limit_per_minute).await;
+    let serve_url = match &options.login {
+        None => db.url.clone(),
+        Some(login) => {
+            let url = with_user(&db.url, login);
+            kairos::db::admit_service_login(&db.url, &url)
+                .await
+                .expect("admit the service login");
+            url
+        }
+    };
+    let kairos = start_kairos(&serve_url, &keyring, &clock, options.rate_limit_per_minute).await;
     let company = provisioning::create_company(
         &kairos.state.bus,
         NewCompany {
@@ -293,13 +320,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 }
 
 async fn start_kairos(
-    db: &TestDb,
+    database_url: &str,
     keyring: &Keyring,
     clock: &ManualClock,
     rate_limit_per_minute: u32,
 ) -> Kairos {
     Kairos::start(Options {
-        database_url: db.url.clone(),
+        database_url: database_url.to_string(),
         keyring: keyring.clone(),
         clock: Arc::new(clock.clone()),
         public_url: "http://localhost:8080".into(),
@@ -349,7 +376,7 @@ impl TestApp {
     /// runtime, listener and caches), as behind a load balancer; calls go to its router.
     pub async fn another_process(&self) -> TestApp {
         let kairos = start_kairos(
-            &self.db,
+            &self.db.url,
             &self.keyring,
             &self.clock,
             self.rate_limit_per_minute,

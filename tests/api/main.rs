@@ -7,6 +7,7 @@ mod cli;
 mod event_store;
 mod helpers;
 mod http;
+mod privilege;
 mod processes;
 mod projectors;
 mod robustness;
