@@ -341,8 +341,14 @@ async fn ensure_migrated(config: &Config) -> anyhow::Result<()> {
         .await
         .context("connecting to DATABASE_URL as kairos_service")?;
     let pending = db::pending_migrations(&pool).await;
+    let login: Result<String, _> = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&pool)
+        .await;
     pool.close().await;
     let pending = pending.context("reading the applied migrations")?;
+    if let Ok(login) = login {
+        tracing::info!(%login, "serving as {login}, acting as {}", db::SERVICE_ROLE);
+    }
     if !pending.is_empty() {
         bail!(
             "the database lacks migrations {pending:?}: run `kairos migrate` with the owner's URL in \

@@ -77,7 +77,10 @@ async fn audit_answers_leave_out_an_api_keys_secret_hash_yet_the_chain_verifies_
         verified.first_broken, None,
         "the stored events still verify"
     );
-    assert_eq!(verified.events_checked, 6, "company, two keys, owner (three)");
+    assert_eq!(
+        verified.events_checked, 6,
+        "company, two keys, owner (three)"
+    );
     app.stop().await;
 }
 
