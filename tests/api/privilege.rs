@@ -397,3 +397,78 @@ async fn kairos_migrate_as_the_owner_then_kairos_serve_as_the_login_serves_reque
     assert!(body.contains("owner@least.example.com"), "{body}");
     server.kill().await.unwrap();
 }
+
+/// Whether `member` is a direct member of `kairos_service`.
+async fn is_service_member(admin: &mut PgConnection, member: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member \
+         WHERE m.roleid = 'kairos_service'::regrole AND r.rolname = $1)",
+    )
+    .bind(member)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn migrating_no_longer_makes_the_owner_a_member_of_the_service_role_unless_it_serves() {
+    // An owner that is not a superuser (a superuser may SET ROLE to anything, so the
+    // membership would prove nothing), of a database of its own. Roles are cluster-wide:
+    // this one is unique to the test and dropped at its end.
+    let cluster = fresh_database().await.url;
+    let owner = format!("kairos_test_owner_{}", Uuid::new_v4().simple());
+    let database = format!("kt_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&cluster).await.unwrap();
+    admin
+        .execute(format!("CREATE ROLE {owner} LOGIN CREATEROLE").as_str())
+        .await
+        .unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {database} OWNER {owner}").as_str())
+        .await
+        .unwrap();
+    let owner_url = with_user(&with_database(&cluster, &database), &owner);
+
+    kairos::db::migrate(&owner_url)
+        .await
+        .expect("the owner migrates");
+    assert!(
+        !is_service_member(&mut admin, &owner).await,
+        "migrating does not leave the owner in the cluster-wide service role"
+    );
+
+    // Serving as a login of its own admits only that login.
+    let login_url = with_user(&owner_url, LOGIN);
+    let admitted = kairos::db::admit_service_login(&owner_url, &login_url)
+        .await
+        .unwrap();
+    assert_eq!(
+        (admitted.owner.as_str(), admitted.login.as_str()),
+        (owner.as_str(), LOGIN)
+    );
+    assert!(is_service_member(&mut admin, LOGIN).await);
+    assert!(!is_service_member(&mut admin, &owner).await);
+
+    // Serving with the owner's own URL (as before) admits the owner, because it must SET ROLE.
+    let admitted = kairos::db::admit_service_login(&owner_url, &owner_url)
+        .await
+        .unwrap();
+    assert_eq!(admitted.admission, kairos::db::Admission::Granted);
+    let pool = kairos::db::service_pool(&owner_url, 1, None).await.unwrap();
+    let acting: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(acting, "kairos_service");
+    pool.close().await;
+
+    admin
+        .execute(format!("DROP DATABASE {database} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    admin
+        .execute(format!("DROP ROLE {owner}").as_str())
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
