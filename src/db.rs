@@ -122,16 +122,19 @@ fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Whether `database_url` logs in as a role that owns the schema (the migrations table), or
-/// could create it on a fresh database: `kairos serve` migrates only then, and leaves the
-/// migrations of a database it serves as the service alone to `kairos migrate`.
+/// Whether `database_url` logs in as the role that owns the schema (the migrations table;
+/// on a fresh database, the database itself), or a superuser: `kairos serve` migrates only
+/// then, and leaves the migrations of a database it serves as the service to `kairos
+/// migrate`. (Not "may CREATE in public": on clusters older than PostgreSQL 15 everyone may,
+/// and the tables must not end up owned by the service's login.)
 pub async fn owns_schema(database_url: &str) -> Result<bool, sqlx::Error> {
     let mut connection = PgConnection::connect_with(&options(database_url)?).await?;
     let owns = sqlx::query_scalar(
         "SELECT COALESCE(\
             (SELECT pg_has_role(relowner, 'USAGE') FROM pg_class \
              WHERE oid = to_regclass('public._sqlx_migrations')), \
-            has_schema_privilege('public', 'CREATE'))",
+            (SELECT pg_has_role(datdba, 'USAGE') FROM pg_database \
+             WHERE datname = current_database()))",
     )
     .fetch_one(&mut connection)
     .await?;
