@@ -1,7 +1,10 @@
 //! The event history (api.md section 7): `GET /v4/audit/events` and
 //! `GET /v4/user/{id}/history`. The log itself is their subject, so these are the only
 //! handlers that read the `events` table (through `projections::log`). Personal fields are
-//! opened with their user's data key, or read `[erased]` once the user was deleted.
+//! opened with their user's data key, or read `[erased]` once the user was deleted; fields
+//! that verify secrets (`aggregates::withheld`) are left out.
+
+use std::collections::HashMap;
 
 use aggregates::input::FieldErrors;
 use aggregates::user::User;
@@ -21,7 +24,6 @@ use super::auth::Acting;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{PathParam, QueryMap, parse_path_id};
 use super::views::instant;
-use std::collections::HashMap;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
