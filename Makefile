@@ -17,7 +17,7 @@ RUN_LOGIN ?= kairos_app
 .PHONY: run test unit-test smoke lint fmt bench db db-stop clean-test-dbs help
 
 help:
-	@echo "make run    - local PostgreSQL, migrations, demo company + API key, server on 127.0.0.1:8080"
+	@echo "make run    - local PostgreSQL, migrations as its owner, demo company + API key, server on 127.0.0.1:8080 as the service login kairos_app"
 	@echo "make test   - every test of the workspace against a local PostgreSQL, then the make-run smoke test"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - load tests with ratios to same-run baselines (target/bench/summary.json)"

@@ -17,6 +17,9 @@ pub const SERVICE_ROLE: &str = "kairos_service";
 /// A pooled connection idle this long is pinged before it is handed out.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// The migration that lets the service read which migrations are applied.
+const LEAST_PRIVILEGE_MIGRATION: i64 = 20261202000002;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Applies pending migrations as the owner.
@@ -153,6 +156,15 @@ pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> 
             Ok(applied) => applied,
             // No migrations table: nothing is applied.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            // The service may not read it: the migration granting that is not applied, nor
+            // (migrations apply in order) any after it.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+                return Ok(MIGRATOR
+                    .iter()
+                    .map(|m| m.version)
+                    .filter(|version| *version >= LEAST_PRIVILEGE_MIGRATION)
+                    .collect());
+            }
             Err(e) => return Err(e),
         };
     Ok(MIGRATOR

@@ -472,3 +472,35 @@ async fn migrating_no_longer_makes_the_owner_a_member_of_the_service_role_unless
 
     admin.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn serve_refuses_a_database_that_lacks_a_migration_it_knows_naming_it() {
+    // A database as the previous release left it: this release's least-privilege migration
+    // not applied, so the service cannot even read which migrations are.
+    let db = fresh_database().await;
+    let mut owner = PgConnection::connect(&db.url).await.unwrap();
+    owner
+        .execute(
+            "DELETE FROM _sqlx_migrations WHERE version >= 20261202000002; \
+             REVOKE SELECT ON _sqlx_migrations FROM kairos_service",
+        )
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
+    let master_key = projections::keyring::Keyring::generate_base64();
+    let output = kairos(
+        &[
+            ("DATABASE_URL", &db.url),
+            ("KAIROS_MASTER_KEY", &master_key),
+            ("KAIROS_BIND", "127.0.0.1:0"),
+        ],
+        &["serve", "--no-migrate"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("the database lacks migrations [20261202000002"),
+        "{}",
+        text(&output)
+    );
+}
