@@ -114,10 +114,14 @@ pub async fn admit_service_login(
 }
 
 async fn grant_service_role(owner: &mut PgConnection, login: &str) -> Result<(), sqlx::Error> {
-    owner
+    let granted = owner
         .execute(format!("GRANT {SERVICE_ROLE} TO {}", quote_identifier(login)).as_str())
-        .await?;
-    Ok(())
+        .await;
+    match granted {
+        // A concurrent grant of the same membership got there first.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// `name` as an SQL identifier (roles cannot be bound as parameters).
