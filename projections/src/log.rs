@@ -306,19 +306,12 @@ pub async fn audit_page(
         .map(Some)
 }
 
-/// Why [`stream_page`] has no page to give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamPageRefused {
-    /// The company has no aggregate of that type and id.
-    NoSuchAggregate,
-    /// `after` is not the position of one of the aggregate's events.
-    UnknownCursor,
-}
-
 /// A page of one aggregate's events of one company, in sequence order: at most `limit`
 /// events after position `after` (`None` or 0: from its first). An aggregate's positions grow
 /// with its sequence (an event is appended only once its predecessor committed), so paging by
-/// position skips none.
+/// position skips none, and any position is a valid cursor (unlike the audit log's, which
+/// must name an event to know its transaction). `Ok(None)` when the company has no such
+/// aggregate.
 pub async fn stream_page(
     conn: &mut PgConnection,
     company_id: Uuid,
@@ -326,7 +319,7 @@ pub async fn stream_page(
     aggregate_id: &str,
     after: Option<i64>,
     limit: i64,
-) -> Result<Result<Vec<LogEvent>, StreamPageRefused>, LogError> {
+) -> Result<Option<Vec<LogEvent>>, LogError> {
     let after = after.unwrap_or(0);
     let sql = format!(
         "SELECT {SELECT_COLUMNS} FROM events \
@@ -346,32 +339,21 @@ pub async fn stream_page(
         .iter()
         .map(row_to_event)
         .collect::<Result<Vec<_>, _>>()?;
-    if after == 0 {
-        return Ok(if events.is_empty() {
-            Err(StreamPageRefused::NoSuchAggregate)
-        } else {
-            Ok(events)
-        });
+    if !events.is_empty() {
+        return Ok(Some(events));
     }
-    // The cursor must be one of the aggregate's own events, as the audit log's must be one
-    // of the company's: a mistyped cursor is told, not answered with a page that skips.
-    let (exists, cursor_known): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM events \
-                        WHERE aggregate_type = $1 AND aggregate_id = $2 AND company_id = $3), \
-                EXISTS (SELECT 1 FROM events WHERE global_position = $4 \
-                        AND aggregate_type = $1 AND aggregate_id = $2 AND company_id = $3)",
-    )
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .bind(company_id)
-    .bind(after)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(match (exists, cursor_known) {
-        (false, _) => Err(StreamPageRefused::NoSuchAggregate),
-        (true, false) => Err(StreamPageRefused::UnknownCursor),
-        (true, true) => Ok(events),
-    })
+    // An empty page past the end of an aggregate, or no aggregate at all.
+    let exists: bool = after > 0
+        && sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND company_id = $3)",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(company_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(exists.then_some(events))
 }
 
 /// One aggregate's events of one company, in sequence order (a user's history).

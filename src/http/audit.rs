@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cqrs_es::Aggregate;
-use projections::log::{self, AuditQuery, LogEvent, StreamPageRefused};
+use projections::log::{self, AuditQuery, LogEvent};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -90,37 +90,6 @@ pub struct EventPage {
 const MAX_PAGE: i64 = 100;
 const DEFAULT_PAGE: i64 = 20;
 
-/// `after` and `limit` of a page of the history, each bad one reported in `errors`.
-fn page_parameters(
-    query: &HashMap<String, String>,
-    errors: &mut FieldErrors,
-) -> (Option<i64>, i64) {
-    let after = match query.get("after") {
-        None => None,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(position) if position >= 0 => Some(position),
-            _ => {
-                errors.push(
-                    "after",
-                    "after must be a non-negative integer (an event position)",
-                );
-                None
-            }
-        },
-    };
-    let limit = match query.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
-            _ => {
-                errors.push("limit", "limit must be an integer between 1 and 100");
-                DEFAULT_PAGE
-            }
-        },
-    };
-    (after, limit)
-}
-
 /// Your company's events in the log's order (commit order), for auditors and for
 /// integrations that follow the log. Paging with `after` never skips an event, even one
 /// committed late by a slow writer.
@@ -185,17 +154,48 @@ pub async fn audit_events(
     }))
 }
 
+/// `after` and `limit` of a page of the history, each bad one reported in `errors`.
+fn page_parameters(
+    query: &HashMap<String, String>,
+    errors: &mut FieldErrors,
+) -> (Option<i64>, i64) {
+    let after = match query.get("after") {
+        None => None,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(position) if position >= 0 => Some(position),
+            _ => {
+                errors.push(
+                    "after",
+                    "after must be a non-negative integer (an event position)",
+                );
+                None
+            }
+        },
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+            _ => {
+                errors.push("limit", "limit must be an integer between 1 and 100");
+                DEFAULT_PAGE
+            }
+        },
+    };
+    (after, limit)
+}
+
 /// One of your users' events in order, a page at a time as the audit log pages (`after` the
 /// last position received, `limit` 1–100, default 20); a deleted user's history stays, with
 /// its personal fields reading `[erased]`.
 #[utoipa::path(get, path = "/v4/user/{id}/history", tag = "audit",
     params(
         ("id" = Uuid, Path),
-        ("after" = Option<i64>, Query, description = "Position of the last event received (exclusive), one of this user's; 0 or absent: from the first"),
-        ("limit" = Option<i64>, Query, description = "1–100, default 20")),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Position of the last event received (exclusive); 0 or absent: from the first"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1–100, default 20")),
     responses(
         (status = 200, body = EventPage),
-        (status = 400, description = "A malformed id, after or limit, or an after that is not a position of this user's events", body = ErrorBody),
+        (status = 400, description = "A malformed id, after or limit", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
@@ -222,17 +222,8 @@ pub async fn user_history(
     )
     .await
     .map_err(log_error)?;
-    let mut events = match page {
-        Ok(events) => events,
-        Err(StreamPageRefused::NoSuchAggregate) => {
-            return Err(ApiError::NotFound("User not found"));
-        }
-        Err(StreamPageRefused::UnknownCursor) => {
-            return Err(ApiError::field(
-                "after",
-                "after must be the position of an event of this user you received",
-            ));
-        }
+    let Some(mut events) = page else {
+        return Err(ApiError::NotFound("User not found"));
     };
     log::open_personal_fields(&mut connection, state.bus.store().keyring(), &mut events)
         .await

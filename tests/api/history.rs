@@ -196,7 +196,13 @@ async fn history_paging_refuses_bad_parameters_naming_each() {
     let fields: Vec<String> = both.field_errors().into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, ["after", "limit"]);
 
-    // A position that is not one of this user's events, though it is the company's.
+    // Any position is a cursor: the page holds this user's events after it, nothing else.
+    let mine: Vec<i64> = app.get(&path).send().await.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
     let theirs = app
         .get(&format!("/v4/user/{other}/history"))
         .send()
@@ -204,20 +210,19 @@ async fn history_paging_refuses_bad_parameters_naming_each() {
         .body["events"][0]["position"]
         .as_i64()
         .unwrap();
-    app.get(&format!("{path}?after={theirs}"))
-        .send()
-        .await
-        .assert_error(
-            400,
-            "after must be the position of an event of this user you received",
-        );
-    app.get(&format!("{path}?after=999999"))
-        .send()
-        .await
-        .assert_error(
-            400,
-            "after must be the position of an event of this user you received",
-        );
+    for after in [mine[0], mine[1] - 1, theirs, 999_999] {
+        let expected: Vec<i64> = mine.iter().copied().filter(|p| *p > after).collect();
+        let page = app.get(&format!("{path}?after={after}")).send().await;
+        assert_eq!(page.status, 200, "after={after}: {}", page.text);
+        let positions: Vec<i64> = page.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["position"].as_i64().unwrap())
+            .collect();
+        assert_eq!(positions, expected, "after={after}");
+        assert!(after != mine[0] || positions.len() == 2);
+    }
     // An unknown user stays 404, with or without a cursor.
     let unknown = uuid::Uuid::now_v7();
     for query in ["", "?after=0", "?after=1", "?limit=5"] {
