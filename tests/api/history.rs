@@ -252,6 +252,18 @@ async fn the_openapi_document_names_the_history_paging_parameters() {
             "{expected:?} in {parameters:?}"
         );
     }
+    let schema_of = |name: &str| {
+        operation["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(schema_of("limit")["minimum"], 1, "{operation}");
+    assert_eq!(schema_of("limit")["maximum"], 100, "{operation}");
+    assert_eq!(schema_of("after")["minimum"], 0, "{operation}");
     assert!(operation["responses"].get("400").is_some(), "{operation}");
     app.stop().await;
 }
