@@ -259,14 +259,13 @@ pub struct TestApp {
     rate_limit_per_minute: u32,
 }
 
-/// How a test app differs from the default (rate limiting off, the clock at the real now,
-/// serving as the cluster's owner).
+/// How a test app differs from the default (rate limiting off, the clock at the real now).
 #[derive(Default)]
 pub struct AppOptions {
-    pub rate_limit_per_minute: u32,
-    /// Serve as this login role instead of the owner: `kairos migrate`'s code path makes it a
-    /// member of `kairos_service` (creating it in the cluster if missing) and nothing more.
+    /// Serve as this login role instead of the cluster's owner: `kairos migrate`'s code path
+    /// makes it a member of `kairos_service` (creating it in the cluster if missing), no more.
     pub login: Option<String>,
+    pub rate_limit_per_minute: u32,
     /// Where the manual clock starts, before anything (the test company included) is created.
     pub now: Option<chrono::DateTime<Utc>>,
 }
@@ -275,22 +274,31 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
-pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+/// A fresh database, as the app serves it (its owner's URL, or `options.login`'s) and as the
+/// owner.
+async fn serving_database(options: &AppOptions) -> (TestDb, TestDb) {
     let db = fresh_database().await;
+    let Some(login) = &options.login else {
+        return (
+            TestDb {
+                url: db.url.clone(),
+            },
+            db,
+        );
+    };
+    let url = with_user(&db.url, login);
+    kairos::db::admit_service_login(&db.url, &url)
+        .await
+        .expect("admit the service login");
+    (TestDb { url }, db)
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let (db, owner_db) = serving_database(&options).await;
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
     let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
-    let serve_url = match &options.login {
-        None => db.url.clone(),
-        Some(login) => {
-            let url = with_user(&db.url, login);
-            kairos::db::admit_service_login(&db.url, &url)
-                .await
-                .expect("admit the service login");
-            url
-        }
-    };
-    let kairos = start_kairos(&serve_url, &keyring, &clock, options.rate_limit_per_minute).await;
+    let kairos = start_kairos(&db, &keyring, &clock, options.rate_limit_per_minute).await;
     let company = provisioning::create_company(
         &kairos.state.bus,
         NewCompany {
@@ -304,11 +312,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     )
     .await
     .expect("create the test company");
-    let owner = kairos::db::owner_pool(&db.url, 3).await.unwrap();
+    let owner = kairos::db::owner_pool(&owner_db.url, 3).await.unwrap();
     TestApp {
         router: kairos.router(),
         pool: kairos.state.pool.clone(),
-        db,
+        db: owner_db,
         kairos: Some(kairos),
         clock,
         keyring,
@@ -320,13 +328,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 }
 
 async fn start_kairos(
-    database_url: &str,
+    db: &TestDb,
     keyring: &Keyring,
     clock: &ManualClock,
     rate_limit_per_minute: u32,
 ) -> Kairos {
     Kairos::start(Options {
-        database_url: database_url.to_string(),
+        database_url: db.url.clone(),
         keyring: keyring.clone(),
         clock: Arc::new(clock.clone()),
         public_url: "http://localhost:8080".into(),
@@ -376,7 +384,7 @@ impl TestApp {
     /// runtime, listener and caches), as behind a load balancer; calls go to its router.
     pub async fn another_process(&self) -> TestApp {
         let kairos = start_kairos(
-            &self.db.url,
+            &self.db,
             &self.keyring,
             &self.clock,
             self.rate_limit_per_minute,
