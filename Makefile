@@ -12,25 +12,33 @@ PROFILE ?= release
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))/kairos
 RUN_DB ?= kairos
+RUN_LOGIN ?= kairos_app
 
 .PHONY: run test unit-test smoke fuzz lint fmt bench db db-stop clean-test-dbs help
 
 help:
-	@echo "make run    - local PostgreSQL, migrations, demo company + API key, server on 127.0.0.1:8080"
+	@echo "make run    - local PostgreSQL, migrations as its owner, demo company + API key, server on 127.0.0.1:8080 as the service login kairos_app"
 	@echo "make test   - every test of the workspace against a local PostgreSQL, then the make-run smoke test"
 	@echo "make fuzz   - schemathesis (every check, fixed seed) against the server's /openapi.json"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - load tests with ratios to same-run baselines (target/bench/summary.json)"
 	@echo "make db     - start the local PostgreSQL cluster; make db-stop stops it"
 
+# Least privilege: the owner (the cluster's superuser, or KAIROS_MIGRATE_DATABASE_URL) migrates
+# and admits the service's login; the server then runs as that login ($(RUN_LOGIN) on the
+# local cluster), a member of kairos_service only, without the owner's URL. With only
+# DATABASE_URL set, that URL does both, as before.
 run:
 	$(CARGO) build --profile $(PROFILE) --bin kairos
-	db_url="$${DATABASE_URL:-}"; [ -n "$$db_url" ] || db_url=$$($(DB) ensure $(RUN_DB)); \
+	owner_url="$${KAIROS_MIGRATE_DATABASE_URL:-$${DATABASE_URL:-}}"; service_url="$${DATABASE_URL:-$$owner_url}"; \
+	if [ -z "$$owner_url" ]; then \
+	  owner_url=$$($(DB) ensure $(RUN_DB)); service_url=$$($(DB) url $(RUN_DB) $(RUN_LOGIN)); \
+	fi; \
 	master="$${KAIROS_MASTER_KEY:-}"; [ -n "$$master" ] || master=$$(scripts/master-key.sh); \
-	export DATABASE_URL="$$db_url" KAIROS_MASTER_KEY="$$master"; \
+	export KAIROS_MIGRATE_DATABASE_URL="$$owner_url" DATABASE_URL="$$service_url" KAIROS_MASTER_KEY="$$master"; \
 	$(BIN) migrate; \
 	$(BIN) demo --key-file .data/demo-key.json; \
-	exec $(BIN) serve --no-migrate
+	exec env -u KAIROS_MIGRATE_DATABASE_URL $(BIN) serve --no-migrate
 
 # Tests make their own databases (one per test, copied from a migrated template) in the
 # cluster that KAIROS_TEST_DATABASE_URL names; the /docs page runs in the Chromium that

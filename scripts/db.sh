@@ -3,6 +3,8 @@
 #
 #   scripts/db.sh ensure DBNAME   find (or apt-install) PostgreSQL 15+, init the cluster under
 #                                 .data/pg on first use, start it, create DBNAME; prints its URL
+#   scripts/db.sh url DBNAME ROLE the URL of DBNAME logging in as ROLE (trust: no password);
+#                                 `kairos migrate` creates a missing service login
 #   scripts/db.sh stop            stop the cluster
 #   scripts/db.sh psql DBNAME ... psql against the cluster as the owner
 #   scripts/db.sh bindir          the directory of the PostgreSQL binaries in use (pgbench…)
@@ -146,6 +148,11 @@ case "$cmd" in
     ensure_database "$db"
     echo "postgres://$OWNER@127.0.0.1:$PORT/$db"
     ;;
+  url)
+    db=${2:?usage: db.sh url DBNAME ROLE}
+    role=${3:?usage: db.sh url DBNAME ROLE}
+    echo "postgres://$role@127.0.0.1:$PORT/$db"
+    ;;
   stop)
     BINDIR=$(find_bindir)
     [ -n "$BINDIR" ] && [ -f "$CLUSTER/PG_VERSION" ] || exit 0
@@ -162,7 +169,7 @@ case "$cmd" in
     psql_owner "$db" "$@"
     ;;
   *)
-    echo "usage: scripts/db.sh ensure DBNAME | stop | bindir | psql DBNAME [ARGS]" >&2
+    echo "usage: scripts/db.sh ensure DBNAME | url DBNAME ROLE | stop | bindir | psql DBNAME [ARGS]" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two-command promise, checked: in a fresh clone of HEAD, `make run` starts its own
-# PostgreSQL, migrates, prints a demo API key, and serves; with that key `GET /v4/user/me`
-# answers the company's owner. The clone gets its own cluster port and HTTP port so it runs
+# PostgreSQL, migrates as the owner, prints a demo API key, and serves as a login that is only
+# the service role; with that key `GET /v4/user/me` answers the company's owner. The clone gets its own cluster port and HTTP port so it runs
 # beside a developer's `make run`, and shares the target directory so dependencies are not
 # rebuilt. Everything it starts is stopped on exit.
 set -euo pipefail
@@ -55,4 +55,11 @@ echo "smoke: GET /v4/user/me -> $STATUS $BODY"
 [ "$STATUS" = 200 ] || { echo "smoke: expected 200"; exit 1; }
 grep -q '"userType":"standard"' <<<"$BODY" || { echo "smoke: expected the owner (userType standard)"; exit 1; }
 grep -q '"isAdmin":true' <<<"$BODY" || { echo "smoke: expected the owner (isAdmin true)"; exit 1; }
+# Least privilege: migrated as the cluster's owner, served as the service login only.
+grep -q "migrations applied as kairos" "$LOG" || { echo "smoke: no migration as the owner"; cat "$LOG"; exit 1; }
+grep -q "DATABASE_URL logs in as kairos_app" "$LOG" || { echo "smoke: no service login"; cat "$LOG"; exit 1; }
+LOGINS=$(KAIROS_PG_PORT=$PG_PORT scripts/db.sh psql kairos -tA \
+  -c "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'kairos'")
+echo "smoke: the server's connections log in as: $LOGINS"
+[ "$LOGINS" = kairos_app ] || { echo "smoke: expected only kairos_app"; exit 1; }
 echo "smoke: ok"

@@ -31,12 +31,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run migrations (unless --no-migrate), start the projectors and serve HTTP on KAIROS_BIND.
+    /// Run migrations (unless --no-migrate, or DATABASE_URL cannot migrate and
+    /// KAIROS_MIGRATE_DATABASE_URL is unset), start the projectors and serve HTTP on KAIROS_BIND.
     Serve {
         #[arg(long)]
         no_migrate: bool,
     },
-    /// Apply migrations and exit.
+    /// Apply migrations as the owner (KAIROS_MIGRATE_DATABASE_URL, else DATABASE_URL), make
+    /// DATABASE_URL's login a member of the service role (creating it if missing), and exit.
     Migrate,
     /// Companies (tenants).
     #[command(subcommand)]
@@ -165,10 +167,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_migrate } => serve(config, no_migrate).await,
         Command::Migrate => {
-            db::migrate(&config.database_url)
-                .await
-                .context("migrating")?;
-            println!("migrations applied");
+            let login = migrate(&config).await?;
+            println!("migrations applied as {}", login.owner);
+            println!("{}", describe_login(&login));
             Ok(())
         }
         Command::Company(CompanyCommand::Create(args)) => create_company(&config, args).await,
@@ -251,13 +252,77 @@ async fn audit_verify(config: &Config, company: Option<Uuid>, json: bool) -> any
     }
 }
 
+/// Migrates as the owner, then lets `DATABASE_URL`'s login act as the service.
+async fn migrate(config: &Config) -> anyhow::Result<db::ServiceLogin> {
+    // A login that merely serves could "apply" an up-to-date schema as a no-op and then report
+    // itself as the owner: refuse it by name instead.
+    ensure_owner(config, "migrations").await?;
+    db::migrate(config.owner_url()).await.context(
+        "migrating (as KAIROS_MIGRATE_DATABASE_URL's login, else DATABASE_URL's: the owner of the database)",
+    )?;
+    db::admit_service_login(config.owner_url(), &config.database_url)
+        .await
+        .context("making DATABASE_URL's login a member of kairos_service")
+}
+
+/// Refuses owner-only `work` when the owner's URL logs in as a role that does not own the
+/// database (a service login, say), naming the variable to set.
+async fn ensure_owner(config: &Config, work: &str) -> anyhow::Result<()> {
+    let owns = db::owns_schema(config.owner_url())
+        .await
+        .context("connecting with the owner's URL")?;
+    if !owns {
+        let variable = if config.migrate_database_url.is_some() {
+            "KAIROS_MIGRATE_DATABASE_URL"
+        } else {
+            "DATABASE_URL"
+        };
+        bail!(
+            "{variable} logs in as a role that does not own the database: {work} run with the owner's URL, \
+             in KAIROS_MIGRATE_DATABASE_URL (or DATABASE_URL)"
+        );
+    }
+    Ok(())
+}
+
+fn describe_login(login: &db::ServiceLogin) -> String {
+    let how = match login.admission {
+        db::Admission::Created => {
+            "created now, a member of kairos_service only; give it a password to log in remotely"
+        }
+        db::Admission::Granted => "now a member of kairos_service",
+        db::Admission::AlreadyMember => "a member of kairos_service",
+        db::Admission::Superuser => "a superuser, which may SET ROLE kairos_service",
+    };
+    if login.login == login.owner {
+        format!(
+            "DATABASE_URL logs in as the owner, {} ({how}); a login of its own for serving is safer",
+            login.login
+        )
+    } else {
+        format!("DATABASE_URL logs in as {} ({how})", login.login)
+    }
+}
+
 async fn serve(config: Config, no_migrate: bool) -> anyhow::Result<()> {
     let keyring = config.keyring()?;
     if !no_migrate {
-        db::migrate(&config.database_url)
-            .await
-            .context("migrating")?;
+        // A login that only serves cannot migrate: its database is migrated by `kairos
+        // migrate` with the owner's URL, and serving checks below that it was.
+        let may_migrate = config.migrate_database_url.is_some()
+            || db::owns_schema(&config.database_url)
+                .await
+                .context("connecting to DATABASE_URL")?;
+        if may_migrate {
+            let login = migrate(&config).await?;
+            tracing::info!(owner = %login.owner, "migrations applied; {}", describe_login(&login));
+        } else {
+            tracing::info!(
+                "DATABASE_URL's login does not own the database: migrations are left to `kairos migrate` with the owner's URL"
+            );
+        }
     }
+    ensure_migrated(&config).await?;
     let kairos = Kairos::start(Options {
         database_url: config.database_url.clone(),
         keyring,
@@ -301,6 +366,30 @@ async fn serve(config: Config, no_migrate: bool) -> anyhow::Result<()> {
     http::run(listener, kairos.router(), limits, shutdown_signal()).await?;
     tracing::info!("stopping projectors");
     kairos.stop().await;
+    Ok(())
+}
+
+/// Refuses to serve a database that lacks migrations this binary knows (a service login
+/// cannot apply them; run `kairos migrate` with the owner's URL first).
+async fn ensure_migrated(config: &Config) -> anyhow::Result<()> {
+    let pool = db::service_pool(&config.database_url, 1, None)
+        .await
+        .context("connecting to DATABASE_URL as kairos_service")?;
+    let pending = db::pending_migrations(&pool).await;
+    let login: Result<String, _> = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&pool)
+        .await;
+    pool.close().await;
+    let pending = pending.context("reading the applied migrations")?;
+    if let Ok(login) = login {
+        tracing::info!(%login, "serving as {login}, acting as {}", db::SERVICE_ROLE);
+    }
+    if !pending.is_empty() {
+        bail!(
+            "the database lacks migrations {pending:?}: run `kairos migrate` with the owner's URL in \
+             KAIROS_MIGRATE_DATABASE_URL (or DATABASE_URL) first"
+        );
+    }
     Ok(())
 }
 
@@ -492,9 +581,11 @@ async fn retry_quarantined(config: &Config, name: Option<&str>, json: bool) -> a
 
 async fn rebuild(config: &Config, name: Option<&str>, all: bool, json: bool) -> anyhow::Result<()> {
     let keyring = config.keyring()?;
-    let owner = db::owner_pool(&config.database_url, 6)
+    // Swapping tables is DDL: the owner's work.
+    ensure_owner(config, "rebuilds").await?;
+    let owner = db::owner_pool(config.owner_url(), 6)
         .await
-        .context("connecting to DATABASE_URL")?;
+        .context("connecting as the owner (KAIROS_MIGRATE_DATABASE_URL, else DATABASE_URL)")?;
     // This process serves nothing: the cache the windows projector would invalidate is its own.
     let every = projections::all_projectors(Arc::new(SystemClock), &projections::Caches::unused());
     let chosen: Vec<_> = match (all, name) {

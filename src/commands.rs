@@ -56,6 +56,10 @@ pub enum CommandError<E: std::error::Error> {
     /// The idempotency key was used before with a different request.
     #[error("the idempotency key was used with a different request")]
     IdempotencyMismatch,
+    /// The same request was processed before, and what it created was erased since (the
+    /// idempotency record is a tombstone): acting again would undo the erasure.
+    #[error("the request was processed before and its result has since been erased")]
+    ResultErased,
     #[error(transparent)]
     Store(AppendError),
 }
@@ -242,8 +246,13 @@ impl CommandBus {
         match stored {
             Some(StoredResponse {
                 fingerprint,
+                body: None,
+                ..
+            }) if fingerprint == key.fingerprint => Err(CommandError::ResultErased),
+            Some(StoredResponse {
+                fingerprint,
                 status,
-                body,
+                body: Some(body),
                 aggregate_id,
             }) if fingerprint == key.fingerprint => {
                 // The first request may still be waiting for its read models: a replay must

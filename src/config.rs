@@ -18,8 +18,12 @@ pub enum LogFormat {
 
 #[derive(Clone)]
 pub struct Config {
-    /// `DATABASE_URL`: the primary (appends and queries). Required.
+    /// `DATABASE_URL`: the primary (appends and queries). Required. Best a login that is only
+    /// a member of `kairos_service`; the owner's works too.
     pub database_url: String,
+    /// `KAIROS_MIGRATE_DATABASE_URL`: the owner's URL, for migrations and rebuilds (the only
+    /// work that needs the owner's rights). Default: `DATABASE_URL`.
+    pub migrate_database_url: Option<String>,
     /// `KAIROS_BIND`, default `127.0.0.1:8080`.
     pub bind: String,
     /// `KAIROS_PUBLIC_URL`: base of booking URLs; default `http://{KAIROS_BIND}`.
@@ -89,6 +93,7 @@ impl Config {
         let defaults = ConnectionLimits::default();
         Ok(Self {
             database_url,
+            migrate_database_url: var("KAIROS_MIGRATE_DATABASE_URL"),
             bind: var("KAIROS_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string()),
             public_url: var("KAIROS_PUBLIC_URL"),
             master_key: var("KAIROS_MASTER_KEY"),
@@ -120,6 +125,13 @@ impl Config {
                 .checked_mul(1 << 20)
                 .context("KAIROS_WINDOWS_CACHE_MB is too large")?,
         })
+    }
+
+    /// The URL owner-only work (migrations, rebuilds) connects with.
+    pub fn owner_url(&self) -> &str {
+        self.migrate_database_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
     }
 
     /// The master key, which every command that writes or reads personal data needs.

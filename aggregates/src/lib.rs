@@ -9,6 +9,7 @@
 //! - [`availability`], [`meeting_type`]: the parts of a user that slots are made of;
 //! - [`slots`]: the slot rule, the one function that decides which start times are offered;
 //! - [`effects`]: what events ask of the store (uniqueness claims, personal fields, erasure);
+//! - [`withheld`]: payload fields (secrets' verifiers) that readers of the log are never shown;
 //! - [`company`], [`user`]: the aggregates, each with its commands, events, errors and
 //!   given-when-then tests.
 
@@ -22,3 +23,4 @@ pub mod slots;
 pub mod slug;
 pub mod user;
 pub mod values;
+pub mod withheld;

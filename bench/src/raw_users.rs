@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Connection as _, Executor as _, Postgres};
+use sqlx::{Connection as _, Postgres};
 use uuid::Uuid;
 
 use kairos::event_store::hash::{self, HashedFields};
@@ -31,8 +31,9 @@ use crate::hist::Histogram;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RawUsersArgs {
-    /// PostgreSQL URL of a migrated Kairos database (each connection runs
-    /// `SET ROLE kairos_service`, as Kairos does).
+    /// PostgreSQL URL of a migrated Kairos database, as its owner: the baseline writes the
+    /// log's tables directly, which the service role may not (it appends through
+    /// `append_to_log`).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Concurrent clients, each with its own pooled connection and one transaction in flight.
@@ -464,20 +465,17 @@ async fn client(
     }
 }
 
-/// Connects `clients` connections, each `SET ROLE kairos_service`.
+/// Connects `clients` connections as the URL's role. Not `SET ROLE kairos_service` as Kairos
+/// does: since migration 20261202000002 the service writes `events`, `claims` and
+/// `data_keys` only through `append_to_log`, and this baseline writes them with plain SQL.
+/// The owner's rights cost nothing per statement, so the comparison stays fair.
 async fn connect(url: &str, clients: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(clients)
         .acquire_timeout(Duration::from_secs(30))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET ROLE kairos_service").await?;
-                Ok(())
-            })
-        })
         .connect(url)
         .await
-        .context("connecting to the database (as kairos_service)")
+        .context("connecting to the database")
 }
 
 /// Runs the baseline. The first error message, if any, goes to stderr.

@@ -370,6 +370,56 @@ pub async fn audit_page(
         .map(Some)
 }
 
+/// A page of one aggregate's events of one company, in sequence order: at most `limit`
+/// events after position `after` (`None` or 0: from its first). An aggregate's positions grow
+/// with its sequence (an event is appended only once its predecessor committed), so paging by
+/// position skips none, and any position is a valid cursor (unlike the audit log's, which
+/// must name an event to know its transaction). `Ok(None)` when the company has no such
+/// aggregate.
+pub async fn stream_page(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Option<Vec<LogEvent>>, LogError> {
+    let after = after.unwrap_or(0);
+    let sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND company_id = $3 \
+           AND global_position > $4 \
+         ORDER BY sequence LIMIT $5"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(company_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    let events = rows
+        .iter()
+        .map(row_to_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !events.is_empty() {
+        return Ok(Some(events));
+    }
+    // An empty page past the end of an aggregate, or no aggregate at all.
+    let exists: bool = after > 0
+        && sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND company_id = $3)",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(company_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(exists.then_some(events))
+}
+
 /// One aggregate's events of one company, in sequence order (a user's history).
 pub async fn company_stream(
     conn: &mut PgConnection,

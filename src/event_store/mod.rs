@@ -140,7 +140,9 @@ pub enum AppendError {
 pub struct StoredResponse {
     pub fingerprint: String,
     pub status: u16,
-    pub body: Value,
+    /// `None` once the aggregate's data subject was erased: the record stays as a tombstone
+    /// (fingerprint and status), so the request is still known as done.
+    pub body: Option<Value>,
     /// The aggregate the first request appended to.
     pub aggregate_id: String,
 }
@@ -320,7 +322,7 @@ impl EventStore {
             Ok(StoredResponse {
                 fingerprint: row.try_get("request_fingerprint")?,
                 status: status as u16,
-                body: row.try_get("response_body")?,
+                body: row.try_get::<Option<Value>, _>("response_body")?,
                 aggregate_id: row.try_get("aggregate_id")?,
             })
         })

@@ -1,10 +1,14 @@
 //! The event history (api.md section 7): `GET /v4/audit/events` and
 //! `GET /v4/user/{id}/history`. The log itself is their subject, so these are the only
 //! handlers that read the `events` table (through `projections::log`). Personal fields are
-//! opened with their user's data key, or read `[erased]` once the user was deleted.
+//! opened with their user's data key, or read `[erased]` once the user was deleted; fields
+//! that verify secrets (`aggregates::withheld`) are left out.
+
+use std::collections::HashMap;
 
 use aggregates::input::FieldErrors;
 use aggregates::user::User;
+use aggregates::withheld::withhold;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -54,7 +58,10 @@ pub struct EventView {
 }
 
 impl From<LogEvent> for EventView {
-    fn from(event: LogEvent) -> Self {
+    /// Secrets' verifiers (`aggregates::withheld`) are left out: the log keeps them and its
+    /// hashes cover them, but no reader of the history is shown one.
+    fn from(mut event: LogEvent) -> Self {
+        withhold(&event.aggregate_type, &event.event_type, &mut event.payload);
         Self {
             position: event.position,
             event_id: event.event_id,
@@ -100,29 +107,7 @@ pub async fn audit_events(
     QueryMap(query): QueryMap,
 ) -> ApiResult<Json<EventPage>> {
     let mut errors = FieldErrors::new();
-    let after = match query.get("after") {
-        None => None,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(position) if position >= 0 => Some(position),
-            _ => {
-                errors.push(
-                    "after",
-                    "after must be a non-negative integer (an event position)",
-                );
-                None
-            }
-        },
-    };
-    let limit = match query.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
-            _ => {
-                errors.push("limit", "limit must be an integer between 1 and 100");
-                DEFAULT_PAGE
-            }
-        },
-    };
+    let (after, limit) = page_parameters(&query, &mut errors);
     let mut filter = |name: &str| {
         let value = query.get(name).filter(|v| !v.is_empty())?;
         // Postgres refuses NUL in text, and no id or type holds a control character.
@@ -169,23 +154,81 @@ pub async fn audit_events(
     }))
 }
 
-/// Every event of one of your users, in order; a deleted user's history stays, with its
-/// personal fields reading `[erased]`.
+/// `after` and `limit` of a page of the history, each bad one reported in `errors`.
+fn page_parameters(
+    query: &HashMap<String, String>,
+    errors: &mut FieldErrors,
+) -> (Option<i64>, i64) {
+    let after = match query.get("after") {
+        None => None,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(position) if position >= 0 => Some(position),
+            _ => {
+                errors.push(
+                    "after",
+                    "after must be a non-negative integer (an event position)",
+                );
+                None
+            }
+        },
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+            _ => {
+                errors.push("limit", "limit must be an integer between 1 and 100");
+                DEFAULT_PAGE
+            }
+        },
+    };
+    (after, limit)
+}
+
+/// One of your users' events in order, a page at a time as the audit log pages (`after` the
+/// last position received, `limit` 1–100, default 20); a deleted user's history stays, with
+/// its personal fields reading `[erased]`.
 #[utoipa::path(get, path = "/v4/user/{id}/history", tag = "audit",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = EventPage), (status = 404, body = ErrorBody)),
+    params(
+        ("id" = Uuid, Path),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Position of the last event received (exclusive); 0 or absent: from the first"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1–100, default 20")),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 400, description = "A malformed id, after or limit", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn user_history(
     State(state): State<AppState>,
     acting: Acting,
     PathParam(id): PathParam,
+    QueryMap(query): QueryMap,
 ) -> ApiResult<Json<EventPage>> {
     let user_id = parse_path_id(&id, "id")?;
-    let events = user_events(&state, acting.caller.company_id, user_id).await?;
-    if events.is_empty() {
-        return Err(ApiError::NotFound("User not found"));
+    let mut errors = FieldErrors::new();
+    let (after, limit) = page_parameters(&query, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors.into());
     }
-    let last_position = events.iter().map(|e| e.position).max();
+    let mut connection = state.pool.acquire().await?;
+    let page = log::stream_page(
+        &mut connection,
+        acting.caller.company_id,
+        User::TYPE,
+        &user_id.to_string(),
+        after,
+        limit,
+    )
+    .await
+    .map_err(log_error)?;
+    let Some(mut events) = page else {
+        return Err(ApiError::NotFound("User not found"));
+    };
+    log::open_personal_fields(&mut connection, state.bus.store().keyring(), &mut events)
+        .await
+        .map_err(log_error)?;
+    let last_position = events.last().map(|e| e.position);
     let events: Vec<EventView> = events.into_iter().map(EventView::from).collect();
     Ok(Json(EventPage {
         count: events.len(),

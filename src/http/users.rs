@@ -174,7 +174,8 @@ pub struct UpdateUserRequest {
         (status = 201, body = CreatedUser),
         (status = 400, description = "Every invalid field", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 409, description = "A user with this email already exists / Slug already taken", body = ErrorBody),
+        (status = 409, description = "A user with this email already exists / Slug already taken / \
+            the Idempotency-Key was used with another request, or its result was deleted since", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn create_user(
@@ -632,6 +633,9 @@ pub fn command_error<E: std::error::Error>(error: CommandError<E>) -> ApiError {
         }
         CommandError::IdempotencyMismatch => ApiError::Conflict(
             "This Idempotency-Key was already used with a different request".into(),
+        ),
+        CommandError::ResultErased => ApiError::Conflict(
+            "This request was already processed; its result has since been deleted".into(),
         ),
         CommandError::Store(AppendError::Database(e)) => e.into(),
         CommandError::Store(AppendError::Load(

@@ -58,6 +58,19 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// `url` logging in as `user` (no password: the test cluster trusts local connections).
+pub fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a database URL has a scheme");
+    let host = match rest.split_once('/') {
+        Some((authority, _)) => match authority.rsplit_once('@') {
+            Some((_, host)) => &rest[authority.len() - host.len()..],
+            None => rest,
+        },
+        None => rest,
+    };
+    format!("{scheme}://{user}@{host}")
+}
+
 /// The template is named after the migrations it holds, so a changed migration gets a new
 /// template instead of a stale one.
 fn template_name() -> String {
@@ -251,6 +264,9 @@ pub struct TestApp {
 /// How a test app differs from the default (rate limiting off, the clock at the real now).
 #[derive(Default)]
 pub struct AppOptions {
+    /// Serve as this login role instead of the cluster's owner: `kairos migrate`'s code path
+    /// makes it a member of `kairos_service` (creating it in the cluster if missing), no more.
+    pub login: Option<String>,
     pub rate_limit_per_minute: u32,
     /// Where the manual clock starts, before anything (the test company included) is created.
     pub now: Option<chrono::DateTime<Utc>>,
@@ -262,8 +278,27 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
-pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+/// A fresh database, as the app serves it (its owner's URL, or `options.login`'s) and as the
+/// owner.
+async fn serving_database(options: &AppOptions) -> (TestDb, TestDb) {
     let db = fresh_database().await;
+    let Some(login) = &options.login else {
+        return (
+            TestDb {
+                url: db.url.clone(),
+            },
+            db,
+        );
+    };
+    let url = with_user(&db.url, login);
+    kairos::db::admit_service_login(&db.url, &url)
+        .await
+        .expect("admit the service login");
+    (TestDb { url }, db)
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let (db, owner_db) = serving_database(&options).await;
     let master_key = Keyring::generate_base64();
     let keyring = Keyring::from_base64(&master_key).unwrap();
     let clock = ManualClock::new(options.now.unwrap_or_else(Utc::now));
@@ -289,11 +324,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     )
     .await
     .expect("create the test company");
-    let owner = kairos::db::owner_pool(&db.url, 3).await.unwrap();
+    let owner = kairos::db::owner_pool(&owner_db.url, 3).await.unwrap();
     TestApp {
         router: kairos.router(),
         pool: kairos.state.pool.clone(),
-        db,
+        db: owner_db,
         kairos: Some(kairos),
         clock,
         keyring,
