@@ -4,17 +4,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app};
-
-async fn kairos(app: &TestApp, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"));
-    command
-        .args(args)
-        .env("DATABASE_URL", &app.db.url)
-        .env("KAIROS_MASTER_KEY", &app.master_key)
-        .env("RUST_LOG", "warn");
-    command.output().await.expect("run kairos")
-}
+use crate::helpers::spawn_app;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
@@ -23,9 +13,8 @@ fn stdout(output: &Output) -> String {
 #[tokio::test]
 async fn company_create_prints_json_with_a_key_that_works_at_once() {
     let app = spawn_app().await;
-    let output = kairos(
-        &app,
-        &[
+    let output = app
+        .cli(&[
             "company",
             "create",
             "--name",
@@ -41,9 +30,8 @@ async fn company_create_prints_json_with_a_key_that_works_at_once() {
             "--key-days",
             "7",
             "--json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         output.status.success(),
         "{}",
@@ -72,9 +60,8 @@ async fn company_create_prints_json_with_a_key_that_works_at_once() {
 async fn company_create_reports_every_bad_field_and_creates_nothing() {
     let app = spawn_app().await;
     let events_before = app.scalar("SELECT count(*) FROM events").await;
-    let output = kairos(
-        &app,
-        &[
+    let output = app
+        .cli(&[
             "company",
             "create",
             "--name",
@@ -89,9 +76,8 @@ async fn company_create_reports_every_bad_field_and_creates_nothing() {
             "Mars/Base",
             "--key-days",
             "91",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in ["name", "days", "owner.email", "owner.timezone"] {
@@ -106,9 +92,8 @@ async fn company_create_reports_every_bad_field_and_creates_nothing() {
 async fn api_key_create_and_revoke_take_effect_at_once() {
     let app = spawn_app().await;
     let company = app.company.company_id.to_string();
-    let output = kairos(
-        &app,
-        &[
+    let output = app
+        .cli(&[
             "api-key",
             "create",
             "--company",
@@ -116,9 +101,8 @@ async fn api_key_create_and_revoke_take_effect_at_once() {
             "--days",
             "90",
             "--json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         output.status.success(),
         "{}",
@@ -128,11 +112,9 @@ async fn api_key_create_and_revoke_take_effect_at_once() {
     let key = issued["apiKey"].as_str().unwrap();
     assert_eq!(app.get("/v4/user/me").key(key).send().await.status, 200);
 
-    let revoke = kairos(
-        &app,
-        &["api-key", "revoke", issued["apiKeyId"].as_str().unwrap()],
-    )
-    .await;
+    let revoke = app
+        .cli(&["api-key", "revoke", issued["apiKeyId"].as_str().unwrap()])
+        .await;
     assert!(
         revoke.status.success(),
         "{}",
@@ -144,17 +126,13 @@ async fn api_key_create_and_revoke_take_effect_at_once() {
         .await
         .assert_error(401, "Invalid API key");
 
-    let bad_days = kairos(
-        &app,
-        &["api-key", "create", "--company", &company, "--days", "0"],
-    )
-    .await;
+    let bad_days = app
+        .cli(&["api-key", "create", "--company", &company, "--days", "0"])
+        .await;
     assert!(!bad_days.status.success());
-    let unknown = kairos(
-        &app,
-        &["api-key", "revoke", &uuid::Uuid::new_v4().to_string()],
-    )
-    .await;
+    let unknown = app
+        .cli(&["api-key", "revoke", &uuid::Uuid::new_v4().to_string()])
+        .await;
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("API key not found"));
     app.stop().await;
@@ -205,7 +183,7 @@ async fn the_windows_cache_is_sized_in_mib_and_the_old_users_bound_is_refused_by
 #[tokio::test]
 async fn projections_status_lists_every_projector_with_its_state() {
     let app = spawn_app().await;
-    let output = kairos(&app, &["projections", "status", "--json"]).await;
+    let output = app.cli(&["projections", "status", "--json"]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -225,7 +203,7 @@ async fn projections_status_lists_every_projector_with_its_state() {
             .all(|s| s["state"] == "running" && s["lag"] == 0),
         "{statuses:?}"
     );
-    let text = kairos(&app, &["projections", "status"]).await;
+    let text = app.cli(&["projections", "status"]).await;
     assert!(stdout(&text).contains("bookable_windows"));
     app.stop().await;
 }
@@ -233,7 +211,7 @@ async fn projections_status_lists_every_projector_with_its_state() {
 #[tokio::test]
 async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
     let app = spawn_app().await;
-    let clean = kairos(&app, &["audit", "verify"]).await;
+    let clean = app.cli(&["audit", "verify"]).await;
     assert!(clean.status.success(), "{}", stdout(&clean));
     assert!(stdout(&clean).starts_with("ok: "), "{}", stdout(&clean));
 
@@ -249,7 +227,7 @@ async fn audit_verify_passes_on_a_clean_log_and_names_a_tampered_event() {
     )
     .await;
 
-    let broken = kairos(&app, &["audit", "verify"]).await;
+    let broken = app.cli(&["audit", "verify"]).await;
     assert_eq!(broken.status.code(), Some(1));
     let text = stdout(&broken);
     assert!(
@@ -296,7 +274,7 @@ async fn projections_rebuild_replays_into_shadows_and_reports_its_rate() {
         "Rebuild",
     ))
     .await;
-    let output = kairos(&app, &["projections", "rebuild", "--all"]).await;
+    let output = app.cli(&["projections", "rebuild", "--all"]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -308,7 +286,9 @@ async fn projections_rebuild_replays_into_shadows_and_reports_its_rate() {
         "{text}"
     );
     assert!(text.contains("events/s"), "{text}");
-    let one = kairos(&app, &["projections", "rebuild", "users", "--json"]).await;
+    let one = app
+        .cli(&["projections", "rebuild", "users", "--json"])
+        .await;
     assert!(
         one.status.success(),
         "{}",
@@ -321,7 +301,7 @@ async fn projections_rebuild_replays_into_shadows_and_reports_its_rate() {
     );
     assert_eq!(app.get("/v4/user/me").send().await.status, 200);
 
-    let unknown = kairos(&app, &["projections", "rebuild", "nope"]).await;
+    let unknown = app.cli(&["projections", "rebuild", "nope"]).await;
     assert!(!unknown.status.success());
     assert!(
         String::from_utf8_lossy(&unknown.stderr)

@@ -428,6 +428,18 @@ impl TestApp {
         }
     }
 
+    /// Runs the `kairos` binary against this app's database, as an operator would.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(args)
+            .env("DATABASE_URL", &self.db.url)
+            .env("KAIROS_MASTER_KEY", &self.master_key)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run kairos")
+    }
+
     pub fn clock_now(&self) -> chrono::DateTime<Utc> {
         projections::clock::Clock::now(&self.clock)
     }

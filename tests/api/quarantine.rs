@@ -2,7 +2,6 @@
 //! cannot apply sets aside its own aggregate only (reads 503), while every other aggregate
 //! keeps flowing, until the cause is fixed and the aggregate retried.
 
-use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,16 +117,6 @@ async fn fix_the_poison(app: &TestApp, position: i64) {
         r#"payload = '{"timezone": "Asia/Tokyo", "at": "2026-01-01T00:00:00Z"}'::jsonb"#,
     )
     .await;
-}
-
-async fn kairos_cli(app: &TestApp, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"));
-    command
-        .args(args)
-        .env("DATABASE_URL", &app.db.url)
-        .env("KAIROS_MASTER_KEY", &app.master_key)
-        .env("RUST_LOG", "warn");
-    command.output().await.expect("run kairos")
 }
 
 fn windows_path(user_id: &str) -> String {
@@ -295,13 +284,13 @@ async fn an_event_no_projector_can_apply_quarantines_only_its_aggregate_until_fi
         .find(|s| s.name == "companies")
         .unwrap();
     assert!(companies.quarantined.is_empty());
-    let text = kairos_cli(&app, &["projections", "status"]).await;
+    let text = app.cli(&["projections", "status"]).await;
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(
         text.contains(&victim_id) && text.contains("quarantined"),
         "{text}"
     );
-    let json = kairos_cli(&app, &["projections", "status", "--json"]).await;
+    let json = app.cli(&["projections", "status", "--json"]).await;
     let json: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
     assert!(
         json.iter()
@@ -315,13 +304,13 @@ async fn an_event_no_projector_can_apply_quarantines_only_its_aggregate_until_fi
     .await;
 
     // Retrying before the fix changes nothing (and says so with its exit status).
-    let early = kairos_cli(&app, &["projections", "retry", "users"]).await;
+    let early = app.cli(&["projections", "retry", "users"]).await;
     assert!(!early.status.success());
     wait_for_quarantine(&app, "users", &victim_id, true).await;
 
     // Fixed, then retried by the CLI: applied, readable, nothing quarantined.
     fix_the_poison(&app, position).await;
-    let retried = kairos_cli(&app, &["projections", "retry"]).await;
+    let retried = app.cli(&["projections", "retry"]).await;
     assert!(
         retried.status.success(),
         "{}{}",
