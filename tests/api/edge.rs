@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, eventually, spawn_app};
 
 /// A test app served on a real socket.
 struct Served {
@@ -537,18 +537,6 @@ async fn failed_authentications_over_the_limit_answer_429_with_retry_after_but_a
     served.stop().await;
     process.stop().await;
     app.stop().await;
-}
-
-/// Calls `probe` until it returns true; false if `within` passes first.
-async fn eventually(within: Duration, mut probe: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if probe().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -518,6 +518,20 @@ impl TestApp {
     }
 }
 
+/// Calls `probe` until it returns true; false if `within` passes first. Cross-process
+/// invalidation travels by NOTIFY, so another process follows within milliseconds, but not
+/// necessarily before the writer answered.
+pub async fn eventually(within: Duration, mut probe: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A minimal user body.
 pub fn user_body(email: &str, given: &str, family: &str) -> Value {
     serde_json::json!({"email": email, "givenName": given, "familyName": family, "timezone": "Europe/Berlin"})

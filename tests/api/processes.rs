@@ -11,21 +11,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{AppOptions, TestApp, fast_runtime, spawn_app_with, user_body};
-
-/// Calls `probe` until it returns true; false if `within` passes first. Cross-process
-/// invalidation travels by NOTIFY, so the other process follows within milliseconds, but
-/// not necessarily before the writer answered.
-async fn eventually(within: Duration, mut probe: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if probe().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+use crate::helpers::{AppOptions, TestApp, eventually, fast_runtime, spawn_app_with, user_body};
 
 async fn first_monday_slot(app: &TestApp, user: &str) -> String {
     let response = app
