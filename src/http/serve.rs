@@ -12,6 +12,9 @@
 //! - **Connection cap.** A connection holds a semaphore permit from accept to close. At the cap
 //!   the loop stops accepting: new connections wait in the kernel's listen backlog (and are
 //!   refused by it once that is full), so descriptors stay bounded and nothing crashes.
+//! - **Stalled sockets.** A connection whose socket makes no progress reading or writing for
+//!   as long as a request head may take is closed, so a client that never reads its answers
+//!   cannot keep its slot (`tokio-io-timeout`).
 //! - **Header size.** A request head may hold [`MAX_HEADER_BYTES`] (`431` beyond), so that a
 //!   stalled connection buffers kilobytes, not hyper's default of several hundred.
 //! - **Graceful shutdown.** When `shutdown` resolves the loop stops accepting, idle connections
@@ -34,6 +37,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 /// Connection limits of [`run`]; `KAIROS_HEADER_READ_TIMEOUT_SECS` and
@@ -135,6 +139,13 @@ pub async fn run(
         };
         // Answers are written whole, and Nagle's algorithm would only delay the last segment.
         let _ = stream.set_nodelay(true);
+        // A socket that makes no progress either way for as long as a request head may take
+        // is given up: a client that stops reading its answer (or sending its body) would
+        // otherwise hold its connection slot for good.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_read_timeout(Some(limits.header_read_timeout));
+        stream.set_write_timeout(Some(limits.header_read_timeout));
+        let stream = Box::pin(stream);
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));

@@ -393,6 +393,44 @@ async fn over_the_connection_cap_a_new_connection_waits_until_one_closes() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_gives_up_its_connection_slot() {
+    let app = spawn_app().await;
+    let served = serve(
+        &app,
+        ConnectionLimits {
+            max_connections: 1,
+            header_read_timeout: Duration::from_secs(2),
+        },
+    )
+    .await;
+    // The one slot: a client that asks for the OpenAPI document a thousand times over and
+    // reads nothing, with a small receive buffer, so the server's writes stall at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut greedy = socket.connect(served.address).await.unwrap();
+    let requests = "GET /openapi.json HTTP/1.1\r\nhost: kairos\r\n\r\n".repeat(1000);
+    let writer = tokio::spawn(async move {
+        let _ = greedy.write_all(requests.as_bytes()).await;
+        // Held open, never read.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(greedy);
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another client waits for the slot; it gets it once the stalled one is given up.
+    let mut next = served.connect().await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        get(&mut next, "/health/live", None),
+    )
+    .await
+    .expect("the stalled client kept the only connection slot");
+    assert_eq!(answer.unwrap().status, 200);
+    writer.abort();
+    served.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_keys_from_24_tasks_for_10_seconds_do_not_slow_a_real_client() {
     let app = spawn_app().await;
