@@ -215,13 +215,15 @@ async fn a_listener_gone_silent_is_detected_the_caches_stand_aside_and_it_reconn
     // B listens through a proxy that will go silent; everything else of B goes direct.
     let direct = PgConnectOptions::from_str(&a.db.url).unwrap();
     let proxy = FreezableProxy::start((direct.get_host().to_string(), direct.get_port())).await;
+    // A short interval, but a timeout a loaded CI machine's round trip never reaches: a false
+    // alarm would empty B's cache in the middle of the test.
     let heartbeat = Duration::from_millis(300);
     let b = a
         .another_process_with(RuntimeConfig {
             listener: ListenerConfig {
                 connect: Some(direct.clone().host("127.0.0.1").port(proxy.port)),
                 heartbeat_interval: heartbeat,
-                heartbeat_timeout: heartbeat,
+                heartbeat_timeout: Duration::from_secs(2),
                 ..ListenerConfig::default()
             },
             ..fast_runtime()
@@ -243,10 +245,7 @@ async fn a_listener_gone_silent_is_detected_the_caches_stand_aside_and_it_reconn
     // heartbeats: each marker comes back after every notice sent before it).
     tokio::time::sleep(heartbeat * 3).await;
     assert_eq!(first_monday_slot(&b, &user).await, "2026-03-09T08:00:00Z");
-    assert!(
-        cached_at_b() >= 2,
-        "the owner and the new user are in B's memory"
-    );
+    assert!(cached_at_b() >= 1, "the new user is in B's memory");
 
     // The socket goes silent without closing; A changes the user meanwhile. B's listener
     // never hears of it, so only its liveness check can make B stop serving its copy.
