@@ -33,8 +33,22 @@ BIN="$TARGET_DIR/debug/kairos"
 
 say() { echo "fuzz: $*" >&2; }
 
+# Python 3 with venv and ensurepip (Debian ships them in python3-venv), installed with apt
+# when missing, as scripts/db.sh does for PostgreSQL; schemathesis itself comes from PyPI.
+ensure_python_venv() {
+  command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null && return 0
+  command -v apt-get >/dev/null 2>&1 || { say "python3 with venv is missing; install python3-venv"; exit 1; }
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing Debian's python3-venv"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+}
+
 if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q " $SCHEMATHESIS_VERSION\$"; then
+  ensure_python_venv
   say "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
@@ -57,11 +71,13 @@ KAIROS_BIND="127.0.0.1:$port" KAIROS_RATE_LIMIT_PER_MINUTE=1000000 KAIROS_AUTH_F
   "$BIN" serve --no-migrate >"$OUT/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break
+ready=""
+for _ in $(seq 1 600); do
+  curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && { ready=1; break; }
   kill -0 "$server" 2>/dev/null || { cat "$OUT/server.log" >&2; say "the server did not start"; exit 1; }
   sleep 0.1
 done
+[ -n "$ready" ] || { cat "$OUT/server.log" >&2; say "the server did not become ready within 60 s"; exit 1; }
 
 say "schemathesis $SCHEMATHESIS_VERSION on 127.0.0.1:$port: seed $SEED, at most $MAX_EXAMPLES examples per operation, phases ${PHASES:-all}"
 "$VENV/bin/st" --config-file scripts/fuzz.toml run "http://127.0.0.1:$port/openapi.json" \
