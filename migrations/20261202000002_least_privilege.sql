@@ -25,6 +25,11 @@ REVOKE kairos_service FROM CURRENT_USER;
 -- and the service keeps only SELECT on the log and its companions: it reads claims (the next
 -- free slug), idempotency records (replays) and data keys (opening personal fields).
 --
+-- What the function cannot know is whether the events are true: the service still decides
+-- them, and the hashes it passes are checked by `kairos audit verify`, not here. It does
+-- confine every effect to the aggregates the call appends to: a call cannot erase another
+-- person's data key, release another aggregate's claims or key another subject.
+--
 -- A definer function must not resolve names through a search_path its caller controls: it is
 -- fixed to pg_catalog first (built-ins cannot be shadowed by a better-matching overload), then
 -- public, with pg_temp last; and nobody but the owner may create objects in public.
@@ -104,6 +109,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- Effects reach only the aggregates this call appends to.
+    IF EXISTS (SELECT 1 FROM unnest(erase_subjects) AS s(id) WHERE s.id <> ALL (event_aggregate_ids))
+       OR EXISTS (SELECT 1 FROM unnest(key_subjects) AS s(id) WHERE s.id <> ALL (event_aggregate_ids))
+       OR EXISTS (SELECT 1 FROM unnest(release_all_types, release_all_ids) AS r(t, id)
+                  WHERE NOT EXISTS (SELECT 1 FROM unnest(event_aggregate_types, event_aggregate_ids) AS e(t, id)
+                                    WHERE e.t = r.t AND e.id = r.id))
+       OR EXISTS (SELECT 1 FROM unnest(claim_aggregate_types, claim_aggregate_ids) AS r(t, id)
+                  WHERE NOT EXISTS (SELECT 1 FROM unnest(event_aggregate_types, event_aggregate_ids) AS e(t, id)
+                                    WHERE e.t = r.t AND e.id = r.id)) THEN
+        RAISE EXCEPTION 'append_to_log: an effect names an aggregate the call does not append to'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
     IF idempotency_key IS NOT NULL THEN
         INSERT INTO idempotency_keys (company_id, key, aggregate_id, request_fingerprint,
                                       response_status, response_body)
@@ -119,7 +137,9 @@ BEGIN
     IF cardinality(release_kinds) > 0 THEN
         DELETE FROM claims c
         USING unnest(release_kinds, release_owners) AS r(kind, owner_id)
-        WHERE c.kind = r.kind AND c.owner_id = r.owner_id;
+        WHERE c.kind = r.kind AND c.owner_id = r.owner_id
+          AND EXISTS (SELECT 1 FROM unnest(event_aggregate_types, event_aggregate_ids) AS e(t, id)
+                      WHERE e.t = c.aggregate_type AND e.id = c.aggregate_id);
     END IF;
     IF cardinality(release_all_types) > 0 THEN
         DELETE FROM claims c

@@ -191,6 +191,37 @@ async fn the_service_login_and_its_pooled_connections_cannot_write_the_log_but_t
         Some("40001"),
         "{forged}"
     );
+    // Nor can a call reach past the aggregates it appends to: appending to a stream of its
+    // own, it cannot erase that user's data key (crypto-shredding them).
+    let keys_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE subject_id = $1")
+            .bind(&user_id)
+            .fetch_one(&mut login)
+            .await
+            .unwrap();
+    assert_eq!(keys_before, 1);
+    let shredding = sqlx::query(
+        "SELECT * FROM append_to_log(NULL, NULL, '', NULL, NULL, NULL, '{}', '{}', '{}', '{}',          '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', ARRAY['Noise'], ARRAY['forged-stream'], ARRAY[1::int8],          ARRAY['NoiseMade'], ARRAY['1'], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb],          ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY[NULL::uuid],          ARRAY[decode(repeat('00', 32), 'hex')], ARRAY[$1])",
+    )
+    .bind(&user_id)
+    .execute(&mut login)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        shredding
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("22023"),
+        "{shredding}"
+    );
+    let keys_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE subject_id = $1")
+            .bind(&user_id)
+            .fetch_one(&mut login)
+            .await
+            .unwrap();
+    assert_eq!(keys_after, 1, "the user's data key survived");
     login.close().await.unwrap();
     assert_eq!(
         app.scalar("SELECT count(*) FROM events").await,
