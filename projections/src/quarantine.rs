@@ -162,7 +162,15 @@ pub struct Accumulated {
 }
 
 impl Accumulated {
+    /// Releases before quarantines, as in [`record`]: a release comes first in a batch.
     pub fn merge(&mut self, changes: Changes) {
+        for key in changes.released {
+            self.blocked.remove(&key);
+            self.rows.retain(|q| {
+                (q.aggregate_type.as_str(), q.aggregate_id.as_str())
+                    != (key.0.as_str(), key.1.as_str())
+            });
+        }
         for q in changes.quarantined {
             if self
                 .blocked
@@ -170,13 +178,6 @@ impl Accumulated {
             {
                 self.rows.push(q);
             }
-        }
-        for key in changes.released {
-            self.blocked.remove(&key);
-            self.rows.retain(|q| {
-                (q.aggregate_type.as_str(), q.aggregate_id.as_str())
-                    != (key.0.as_str(), key.1.as_str())
-            });
         }
     }
 
@@ -451,6 +452,22 @@ pub async fn record(
     if changes.is_empty() {
         return Ok(());
     }
+    // Releases first: a release always happened before any quarantine of the same batch (a
+    // retry runs before the batch's events), so an aggregate released by its retry whose
+    // next event then fails ends quarantined at that event. Inserting first would leave the
+    // old row for the insert to skip and the delete to remove: the failing event passed,
+    // the aggregate served as healthy but stale.
+    for (aggregate_type, aggregate_id) in &changes.released {
+        sqlx::query(
+            "DELETE FROM projector_quarantine \
+             WHERE projector = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+        )
+        .bind(projector)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     for q in &changes.quarantined {
         sqlx::query(
             "INSERT INTO public.projector_quarantine \
@@ -466,17 +483,6 @@ pub async fn record(
         .bind(&q.event_type)
         .bind(q.event_id)
         .bind(&q.reason)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for (aggregate_type, aggregate_id) in &changes.released {
-        sqlx::query(
-            "DELETE FROM projector_quarantine \
-             WHERE projector = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-        )
-        .bind(projector)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
         .execute(&mut *tx)
         .await?;
     }

@@ -379,6 +379,61 @@ async fn a_quarantined_aggregate_is_retried_when_a_runner_takes_leadership() {
     second.stop().await;
 }
 
+/// Waits (up to 10 s) until `projector` holds `aggregate_id` quarantined at `position`.
+async fn wait_for_quarantine_at(app: &TestApp, projector: &str, aggregate_id: &str, position: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let at = statuses(app).await.into_iter().find_map(|s| {
+            (s.name == projector)
+                .then(|| {
+                    s.quarantined
+                        .into_iter()
+                        .find(|q| q.aggregate_id == aggregate_id)
+                        .map(|q| q.position)
+                })
+                .flatten()
+        });
+        if at == Some(position) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{projector} never quarantined {aggregate_id} at {position}: {at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_aggregate_released_by_its_retry_whose_next_event_fails_in_the_same_batch_stays_quarantined()
+ {
+    let mut app = spawn_app().await;
+    let (victim_id, position) = poison_a_user(&app, "victim@example.com").await;
+    wait_for_quarantine(&app, "users", &victim_id, true).await;
+    // Fixed while no runner leads, and a new event that cannot be applied either appended
+    // after it: the next leader retries the aggregate (released) and then meets the new
+    // event in its first batch (quarantined again), in one transaction.
+    fix_the_poison(&app, position).await;
+    app.kairos.take().unwrap().stop().await;
+    app.pool = app.owner.clone(); // the stopped process closed its own
+    let again = append_raw(
+        &app,
+        &victim_id,
+        4,
+        "UserTimezoneChanged",
+        json!({"zone": "Europe/Paris", "at": "2026-01-02T00:00:00Z"}),
+    )
+    .await;
+    let second = app.another_process().await;
+    wait_for_quarantine_at(&second, "users", &victim_id, again).await;
+    wait_for_quarantine_at(&second, "bookable_windows", &victim_id, again).await;
+    let read = second.get(&format!("/v4/user/{victim_id}")).send().await;
+    read.assert_error(503, "Service temporarily unavailable; retry shortly");
+    let windows = second.get(&windows_path(&victim_id)).send().await;
+    windows.assert_error(503, "Service temporarily unavailable; retry shortly");
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn a_quarantined_user_can_still_be_changed_and_erased() {
     let app = spawn_app().await;
