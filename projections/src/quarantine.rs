@@ -22,7 +22,9 @@
 //! when its row asks for a retry: `kairos projections retry` sets that, and so does every
 //! process taking a projector's leadership (a restart, usually after a fix). An erasure event
 //! (a user deleted) is still applied to a quarantined aggregate, alone: if that succeeds its
-//! rows are gone and so is its quarantine, so erasure never waits for a fix.
+//! rows are gone and so is its quarantine, so erasure never waits for a fix. An API key's
+//! revocation is applied to a quarantined company the same way (its quarantine stays), so a
+//! revoked key never keeps working while its company waits for a fix.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,8 +214,19 @@ fn erases(event: &LogEvent) -> bool {
     aggregates::effects::erases_subject(&event.aggregate_type, &event.event_type)
 }
 
+/// Whether an event is applied even to a quarantined aggregate, alone: erasures, and API
+/// key revocations (a quarantined company must not keep serving a key its owner revoked;
+/// setting `revoked_at` on a key row needs nothing else of the company's state). Only an
+/// erasure releases the quarantine.
+fn always_applied(event: &LogEvent) -> bool {
+    use cqrs_es::Aggregate;
+    erases(event)
+        || (event.aggregate_type == aggregates::company::Company::TYPE
+            && event.event_type == "ApiKeyRevoked")
+}
+
 /// The events of `events` a projector should be given when `blocked` aggregates are
-/// quarantined: not theirs, except erasures. `None` when nothing is left out (no copy).
+/// quarantined: not theirs, except erasures and key revocations ([`always_applied`]). `None` when nothing is left out (no copy).
 pub fn without_blocked(
     events: &[LogEvent],
     blocked: &HashSet<AggregateKey>,
@@ -230,7 +243,7 @@ pub fn without_blocked(
             failed.insert(key);
             continue;
         }
-        if failed.contains(&key) || (blocked.contains(&key) && !erases(event)) {
+        if failed.contains(&key) || (blocked.contains(&key) && !always_applied(event)) {
             continue;
         }
         kept.push(event.clone());
@@ -295,7 +308,7 @@ pub async fn apply_isolating(
             continue;
         }
         let was_blocked = blocked.contains(&key) || failed.contains(&key);
-        if was_blocked && !erases(event) {
+        if was_blocked && !always_applied(event) {
             continue;
         }
         sqlx::query("SAVEPOINT kairos_event")
@@ -306,7 +319,7 @@ pub async fn apply_isolating(
                 sqlx::query("RELEASE SAVEPOINT kairos_event")
                     .execute(&mut *tx)
                     .await?;
-                if was_blocked {
+                if was_blocked && erases(event) {
                     // An erasure went through: nothing of the aggregate is left to serve.
                     if failed.remove(&key) {
                         changes.quarantined.retain(|q| {

@@ -748,3 +748,89 @@ async fn a_sealed_field_that_does_not_open_quarantines_its_user_only() {
     assert_eq!(read.status, StatusCode::OK, "{}", read.text);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_quarantined_company_serves_none_of_its_keys_and_a_revocation_still_applies() {
+    let app = spawn_app().await;
+    let company_id = app.company.company_id;
+    let second = kairos::provisioning::issue_key(app.bus(), company_id, 30)
+        .await
+        .unwrap();
+    let me = app.get("/v4/user/me").key(&second.api_key).send().await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+
+    // A key issuance that does not decode sets the company aside in `companies`.
+    let sequence: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'Company' AND aggregate_id = $1",
+    )
+    .bind(company_id.to_string())
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    let poisoned = store
+        .append(&AppendBatch {
+            streams: vec![StreamAppend {
+                aggregate_type: "Company".into(),
+                aggregate_id: company_id.to_string(),
+                expected_sequence: sequence,
+                events: vec![PendingEvent {
+                    event_type: "ApiKeyIssued".into(),
+                    event_version: "1".into(),
+                    payload: json!({"keyId": "not-a-uuid"}),
+                    effects: Vec::new(),
+                }],
+            }],
+            metadata: json!({"origin": "test"}),
+            company_id: Some(company_id),
+            idempotency: None,
+            recorded_at: app.clock_now(),
+        })
+        .await
+        .unwrap()
+        .position
+        .position;
+    wait_for_quarantine(&app, "companies", &company_id.to_string(), true).await;
+
+    // None of its keys is served while it is set aside: 503, never 200.
+    for key in [&app.company.api_key, &second.api_key] {
+        let me = app.get("/v4/user/me").key(key).send().await;
+        me.assert_error(503, "Service temporarily unavailable; retry shortly");
+    }
+
+    // Fixed (so commands load the company again) but not retried: a revocation of its key
+    // is applied at once all the same, and the revoked key answers 401.
+    app.tamper_with_event(
+        poisoned,
+        &format!(
+            "payload = '{}'::jsonb",
+            json!({
+                "keyId": uuid::Uuid::new_v4(),
+                "secretHash": "00",
+                "issuedAt": "2026-01-01T00:00:00Z",
+                "expiresAt": "2026-01-02T00:00:00Z",
+            })
+        ),
+    )
+    .await;
+    kairos::provisioning::revoke_key(app.bus(), second.api_key_id)
+        .await
+        .unwrap();
+    let revoked_at: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT revoked_at FROM api_keys WHERE key_id = $1")
+            .bind(second.api_key_id)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert!(revoked_at.is_some(), "the revocation was skipped");
+    wait_for_quarantine(&app, "companies", &company_id.to_string(), true).await;
+    let me = app.get("/v4/user/me").key(&second.api_key).send().await;
+    me.assert_error(401, "Invalid API key");
+    let me = app
+        .get("/v4/user/me")
+        .key(&app.company.api_key)
+        .send()
+        .await;
+    me.assert_error(503, "Service temporarily unavailable; retry shortly");
+    app.stop().await;
+}
