@@ -631,7 +631,15 @@ async fn load_users(
                     if users.last().is_some_and(|(id, _)| *id == user_id) {
                         users.pop();
                     }
-                    broken.push((user_id, format!("event {sequence} ({event_type}): {error}")));
+                    // The category only: serde's message can quote the stored value, and
+                    // this text becomes a quarantine reason, kept and logged.
+                    broken.push((
+                        user_id,
+                        format!(
+                            "event {sequence} ({event_type}) does not decode ({:?} error)",
+                            error.classify()
+                        ),
+                    ));
                     continue;
                 }
             };

@@ -834,3 +834,30 @@ async fn a_quarantined_company_serves_none_of_its_keys_and_a_revocation_still_ap
     me.assert_error(503, "Service temporarily unavailable; retry shortly");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_quarantine_reason_of_the_windows_never_quotes_the_stored_value() {
+    let app = spawn_app().await;
+    let victim = app
+        .create_user(user_body("victim@example.com", "Vic", "Tim"))
+        .await;
+    let victim_id = id(&victim);
+    append_raw(
+        &app,
+        &victim_id,
+        3,
+        "UserTimezoneChanged",
+        json!({"timezone": 4711, "at": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    wait_for_quarantine(&app, "bookable_windows", &victim_id, true).await;
+    let windows = statuses(&app)
+        .await
+        .into_iter()
+        .find(|s| s.name == "bookable_windows")
+        .unwrap();
+    let reason = &windows.quarantined[0].reason;
+    assert!(reason.contains("UserTimezoneChanged"), "{reason}");
+    assert!(!reason.contains("4711"), "{reason}");
+    app.stop().await;
+}
