@@ -421,9 +421,10 @@ impl BookableWindowsProjector {
         }
     }
 
-    /// Adds to what the transaction in progress wrote. A transaction may call `apply` more
-    /// than once (a batch applied event by event to set a poison event aside), and each
-    /// ends in `committed` or `abandoned`, which take the whole list.
+    /// Adds to what the transaction in progress wrote, once `apply` succeeded (a failed
+    /// `apply` in a savepoint is rolled back alone and stages nothing). A transaction may
+    /// call `apply` more than once (a batch applied event by event to set a poison event
+    /// aside), and ends in `committed` or `abandoned`, which take the whole list.
     fn remember(&self, written: Vec<(Uuid, Option<Arc<UserWindows>>)>) {
         self.written.lock().expect("written lock").extend(written);
     }

@@ -285,9 +285,9 @@ pub fn changes_of_clean_batch(
 /// events are then skipped. A transient failure fails the whole call (and batch).
 ///
 /// This is the rare path. Its savepoints each take a subtransaction id, which is why the
-/// normal path does not use them; a projector's in-memory staging for `committed` is
-/// dropped by `abandoned` after each failing event, so this process's caches reload the
-/// touched keys from the tables (and the batch's NOTIFY drops them again after commit).
+/// normal path does not use them. A failing event staged nothing for `committed` (a
+/// projector stages only when `apply` succeeds), so what the others staged is published
+/// after the commit as usual.
 pub async fn apply_isolating(
     tx: &mut PgConnection,
     projector: &dyn Projector,
@@ -332,10 +332,12 @@ pub async fn apply_isolating(
                 }
             }
             Err(error) if is_permanent(&error) => {
+                // Not `abandoned`: that drops what the whole transaction staged, including
+                // what this batch's earlier events staged and will still commit; a failed
+                // `apply` staged nothing (see `Projector::apply`).
                 sqlx::query("ROLLBACK TO SAVEPOINT kairos_event")
                     .execute(&mut *tx)
                     .await?;
-                projector.abandoned(std::slice::from_ref(event));
                 if !was_blocked {
                     tracing::warn!(
                         projector = projector.name(),
@@ -406,10 +408,10 @@ pub async fn retry(
                 applied.extend(events);
             }
             Err(error) if is_permanent(&error) => {
+                // Not `abandoned`, as in `apply_isolating`: the failed `apply` staged nothing.
                 sqlx::query("ROLLBACK TO SAVEPOINT kairos_retry")
                     .execute(&mut *tx)
                     .await?;
-                projector.abandoned(&events);
                 changes.still_failing.push((key, reason(&error)));
             }
             Err(error) => return Err(error),

@@ -861,3 +861,59 @@ async fn a_quarantine_reason_of_the_windows_never_quotes_the_stored_value() {
     assert!(!reason.contains("4711"), "{reason}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn windows_computed_beside_a_poison_event_reach_the_cache_after_the_commit() {
+    let app = spawn_app().await;
+    let good = app
+        .create_user(user_body("good@example.com", "Go", "Od"))
+        .await;
+    let victim = app
+        .create_user(user_body("victim@example.com", "Vic", "Tim"))
+        .await;
+    let cache = &app.kairos.as_ref().unwrap().state.caches.windows;
+    cache.clear();
+    // One transaction, so one batch: the good user's windows change, then the victim's
+    // event does not decode and is set aside in a savepoint.
+    let event = |timezone: Value| PendingEvent {
+        event_type: "UserTimezoneChanged".into(),
+        event_version: "1".into(),
+        payload: json!({"timezone": timezone, "at": "2026-01-01T00:00:00Z"}),
+        effects: Vec::new(),
+    };
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    store
+        .append(&AppendBatch {
+            streams: vec![
+                StreamAppend {
+                    aggregate_type: "User".into(),
+                    aggregate_id: id(&good),
+                    expected_sequence: 3,
+                    events: vec![event(json!("Asia/Tokyo"))],
+                },
+                StreamAppend {
+                    aggregate_type: "User".into(),
+                    aggregate_id: id(&victim),
+                    expected_sequence: 3,
+                    events: vec![event(json!(4711))],
+                },
+            ],
+            metadata: json!({"origin": "test"}),
+            company_id: Some(app.company.company_id),
+            idempotency: None,
+            recorded_at: app.clock_now(),
+        })
+        .await
+        .unwrap();
+    wait_for_quarantine(&app, "bookable_windows", &id(&victim), true).await;
+    // The good user's new windows were published to this process's cache (write-through),
+    // not dropped with the failing event's rollback.
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), async || cache.len() == 1).await,
+        "the windows staged beside the poison event were dropped: {} cached",
+        cache.len()
+    );
+    let windows = app.get(&windows_path(&id(&good))).send().await;
+    assert_eq!(windows.status, StatusCode::OK, "{}", windows.text);
+    app.stop().await;
+}
