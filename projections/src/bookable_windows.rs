@@ -421,9 +421,10 @@ impl BookableWindowsProjector {
         }
     }
 
-    /// Adds to what the transaction in progress wrote. A transaction may call `apply` more
-    /// than once (a batch applied event by event to set a poison event aside), and each
-    /// ends in `committed` or `abandoned`, which take the whole list.
+    /// Adds to what the transaction in progress wrote, once `apply` succeeded (a failed
+    /// `apply` in a savepoint is rolled back alone and stages nothing). A transaction may
+    /// call `apply` more than once (a batch applied event by event to set a poison event
+    /// aside), and ends in `committed` or `abandoned`, which take the whole list.
     fn remember(&self, written: Vec<(Uuid, Option<Arc<UserWindows>>)>) {
         self.written.lock().expect("written lock").extend(written);
     }
@@ -631,7 +632,15 @@ async fn load_users(
                     if users.last().is_some_and(|(id, _)| *id == user_id) {
                         users.pop();
                     }
-                    broken.push((user_id, format!("event {sequence} ({event_type}): {error}")));
+                    // The category only: serde's message can quote the stored value, and
+                    // this text becomes a quarantine reason, kept and logged.
+                    broken.push((
+                        user_id,
+                        format!(
+                            "event {sequence} ({event_type}) does not decode ({:?} error)",
+                            error.classify()
+                        ),
+                    ));
                     continue;
                 }
             };

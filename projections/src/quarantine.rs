@@ -22,7 +22,9 @@
 //! when its row asks for a retry: `kairos projections retry` sets that, and so does every
 //! process taking a projector's leadership (a restart, usually after a fix). An erasure event
 //! (a user deleted) is still applied to a quarantined aggregate, alone: if that succeeds its
-//! rows are gone and so is its quarantine, so erasure never waits for a fix.
+//! rows are gone and so is its quarantine, so erasure never waits for a fix. An API key's
+//! revocation is applied to a quarantined company the same way (its quarantine stays), so a
+//! revoked key never keeps working while its company waits for a fix.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,7 +164,15 @@ pub struct Accumulated {
 }
 
 impl Accumulated {
+    /// Releases before quarantines, as in [`record`]: a release comes first in a batch.
     pub fn merge(&mut self, changes: Changes) {
+        for key in changes.released {
+            self.blocked.remove(&key);
+            self.rows.retain(|q| {
+                (q.aggregate_type.as_str(), q.aggregate_id.as_str())
+                    != (key.0.as_str(), key.1.as_str())
+            });
+        }
         for q in changes.quarantined {
             if self
                 .blocked
@@ -170,13 +180,6 @@ impl Accumulated {
             {
                 self.rows.push(q);
             }
-        }
-        for key in changes.released {
-            self.blocked.remove(&key);
-            self.rows.retain(|q| {
-                (q.aggregate_type.as_str(), q.aggregate_id.as_str())
-                    != (key.0.as_str(), key.1.as_str())
-            });
         }
     }
 
@@ -211,8 +214,19 @@ fn erases(event: &LogEvent) -> bool {
     aggregates::effects::erases_subject(&event.aggregate_type, &event.event_type)
 }
 
+/// Whether an event is applied even to a quarantined aggregate, alone: erasures, and API
+/// key revocations (a quarantined company must not keep serving a key its owner revoked;
+/// setting `revoked_at` on a key row needs nothing else of the company's state). Only an
+/// erasure releases the quarantine.
+fn always_applied(event: &LogEvent) -> bool {
+    use cqrs_es::Aggregate;
+    erases(event)
+        || (event.aggregate_type == aggregates::company::Company::TYPE
+            && event.event_type == "ApiKeyRevoked")
+}
+
 /// The events of `events` a projector should be given when `blocked` aggregates are
-/// quarantined: not theirs, except erasures. `None` when nothing is left out (no copy).
+/// quarantined: not theirs, except erasures and key revocations ([`always_applied`]). `None` when nothing is left out (no copy).
 pub fn without_blocked(
     events: &[LogEvent],
     blocked: &HashSet<AggregateKey>,
@@ -229,7 +243,7 @@ pub fn without_blocked(
             failed.insert(key);
             continue;
         }
-        if failed.contains(&key) || (blocked.contains(&key) && !erases(event)) {
+        if failed.contains(&key) || (blocked.contains(&key) && !always_applied(event)) {
             continue;
         }
         kept.push(event.clone());
@@ -271,9 +285,9 @@ pub fn changes_of_clean_batch(
 /// events are then skipped. A transient failure fails the whole call (and batch).
 ///
 /// This is the rare path. Its savepoints each take a subtransaction id, which is why the
-/// normal path does not use them; a projector's in-memory staging for `committed` is
-/// dropped by `abandoned` after each failing event, so this process's caches reload the
-/// touched keys from the tables (and the batch's NOTIFY drops them again after commit).
+/// normal path does not use them. A failing event staged nothing for `committed` (a
+/// projector stages only when `apply` succeeds), so what the others staged is published
+/// after the commit as usual.
 pub async fn apply_isolating(
     tx: &mut PgConnection,
     projector: &dyn Projector,
@@ -294,7 +308,7 @@ pub async fn apply_isolating(
             continue;
         }
         let was_blocked = blocked.contains(&key) || failed.contains(&key);
-        if was_blocked && !erases(event) {
+        if was_blocked && !always_applied(event) {
             continue;
         }
         sqlx::query("SAVEPOINT kairos_event")
@@ -305,7 +319,7 @@ pub async fn apply_isolating(
                 sqlx::query("RELEASE SAVEPOINT kairos_event")
                     .execute(&mut *tx)
                     .await?;
-                if was_blocked {
+                if was_blocked && erases(event) {
                     // An erasure went through: nothing of the aggregate is left to serve.
                     if failed.remove(&key) {
                         changes.quarantined.retain(|q| {
@@ -318,10 +332,12 @@ pub async fn apply_isolating(
                 }
             }
             Err(error) if is_permanent(&error) => {
+                // Not `abandoned`: that drops what the whole transaction staged, including
+                // what this batch's earlier events staged and will still commit; a failed
+                // `apply` staged nothing (see `Projector::apply`).
                 sqlx::query("ROLLBACK TO SAVEPOINT kairos_event")
                     .execute(&mut *tx)
                     .await?;
-                projector.abandoned(std::slice::from_ref(event));
                 if !was_blocked {
                     tracing::warn!(
                         projector = projector.name(),
@@ -392,10 +408,10 @@ pub async fn retry(
                 applied.extend(events);
             }
             Err(error) if is_permanent(&error) => {
+                // Not `abandoned`, as in `apply_isolating`: the failed `apply` staged nothing.
                 sqlx::query("ROLLBACK TO SAVEPOINT kairos_retry")
                     .execute(&mut *tx)
                     .await?;
-                projector.abandoned(&events);
                 changes.still_failing.push((key, reason(&error)));
             }
             Err(error) => return Err(error),
@@ -451,6 +467,22 @@ pub async fn record(
     if changes.is_empty() {
         return Ok(());
     }
+    // Releases first: a release always happened before any quarantine of the same batch (a
+    // retry runs before the batch's events), so an aggregate released by its retry whose
+    // next event then fails ends quarantined at that event. Inserting first would leave the
+    // old row for the insert to skip and the delete to remove: the failing event passed,
+    // the aggregate served as healthy but stale.
+    for (aggregate_type, aggregate_id) in &changes.released {
+        sqlx::query(
+            "DELETE FROM projector_quarantine \
+             WHERE projector = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+        )
+        .bind(projector)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     for q in &changes.quarantined {
         sqlx::query(
             "INSERT INTO public.projector_quarantine \
@@ -466,17 +498,6 @@ pub async fn record(
         .bind(&q.event_type)
         .bind(q.event_id)
         .bind(&q.reason)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for (aggregate_type, aggregate_id) in &changes.released {
-        sqlx::query(
-            "DELETE FROM projector_quarantine \
-             WHERE projector = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-        )
-        .bind(projector)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
         .execute(&mut *tx)
         .await?;
     }

@@ -56,6 +56,9 @@ pub trait Projector: Send + Sync + 'static {
 
     /// Applies `events` (in commit order, personal fields opened) inside the transaction
     /// `tx`. Events of aggregates it does not care about must be ignored, not rejected.
+    /// Whatever it keeps in memory for [`Self::committed`] it must stage only when it
+    /// succeeds: a call that fails in a savepoint (a poison event set aside) is rolled back
+    /// alone, without [`Self::abandoned`], and the transaction goes on to commit.
     async fn apply(
         &self,
         tx: &mut PgConnection,

@@ -82,6 +82,19 @@ impl FromRequestParts<AppState> for Caller {
         if key.expires_at <= state.bus.clock().now() {
             return Err(refuse(EXPIRED));
         }
+        // A company the companies projector set aside may have key events it has not
+        // applied (a revocation that does not decode): serve none of its keys until fixed.
+        // One atomic load while nothing is quarantined.
+        if state.caches.quarantine.blocks(
+            key.company_id,
+            key.company_id,
+            &[projections::companies::NAME],
+        ) {
+            return Err(ApiError::Unavailable(format!(
+                "company {} is quarantined by a projector; see `kairos projections status`",
+                key.company_id
+            )));
+        }
         if charged {
             guard.remember([key_id]);
         }

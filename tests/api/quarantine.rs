@@ -379,6 +379,61 @@ async fn a_quarantined_aggregate_is_retried_when_a_runner_takes_leadership() {
     second.stop().await;
 }
 
+/// Waits (up to 10 s) until `projector` holds `aggregate_id` quarantined at `position`.
+async fn wait_for_quarantine_at(app: &TestApp, projector: &str, aggregate_id: &str, position: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let at = statuses(app).await.into_iter().find_map(|s| {
+            (s.name == projector)
+                .then(|| {
+                    s.quarantined
+                        .into_iter()
+                        .find(|q| q.aggregate_id == aggregate_id)
+                        .map(|q| q.position)
+                })
+                .flatten()
+        });
+        if at == Some(position) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{projector} never quarantined {aggregate_id} at {position}: {at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_aggregate_released_by_its_retry_whose_next_event_fails_in_the_same_batch_stays_quarantined()
+ {
+    let mut app = spawn_app().await;
+    let (victim_id, position) = poison_a_user(&app, "victim@example.com").await;
+    wait_for_quarantine(&app, "users", &victim_id, true).await;
+    // Fixed while no runner leads, and a new event that cannot be applied either appended
+    // after it: the next leader retries the aggregate (released) and then meets the new
+    // event in its first batch (quarantined again), in one transaction.
+    fix_the_poison(&app, position).await;
+    app.kairos.take().unwrap().stop().await;
+    app.pool = app.owner.clone(); // the stopped process closed its own
+    let again = append_raw(
+        &app,
+        &victim_id,
+        4,
+        "UserTimezoneChanged",
+        json!({"zone": "Europe/Paris", "at": "2026-01-02T00:00:00Z"}),
+    )
+    .await;
+    let second = app.another_process().await;
+    wait_for_quarantine_at(&second, "users", &victim_id, again).await;
+    wait_for_quarantine_at(&second, "bookable_windows", &victim_id, again).await;
+    let read = second.get(&format!("/v4/user/{victim_id}")).send().await;
+    read.assert_error(503, "Service temporarily unavailable; retry shortly");
+    let windows = second.get(&windows_path(&victim_id)).send().await;
+    windows.assert_error(503, "Service temporarily unavailable; retry shortly");
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn a_quarantined_user_can_still_be_changed_and_erased() {
     let app = spawn_app().await;
@@ -699,5 +754,174 @@ async fn a_sealed_field_that_does_not_open_quarantines_its_user_only() {
         .await;
     let read = app.get(&format!("/v4/user/{}", id(&after))).send().await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_quarantined_company_serves_none_of_its_keys_and_a_revocation_still_applies() {
+    let app = spawn_app().await;
+    let company_id = app.company.company_id;
+    let second = kairos::provisioning::issue_key(app.bus(), company_id, 30)
+        .await
+        .unwrap();
+    let me = app.get("/v4/user/me").key(&second.api_key).send().await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+
+    // A key issuance that does not decode sets the company aside in `companies`.
+    let sequence: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'Company' AND aggregate_id = $1",
+    )
+    .bind(company_id.to_string())
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    let poisoned = store
+        .append(&AppendBatch {
+            streams: vec![StreamAppend {
+                aggregate_type: "Company".into(),
+                aggregate_id: company_id.to_string(),
+                expected_sequence: sequence,
+                events: vec![PendingEvent {
+                    event_type: "ApiKeyIssued".into(),
+                    event_version: "1".into(),
+                    payload: json!({"keyId": "not-a-uuid"}),
+                    effects: Vec::new(),
+                }],
+            }],
+            metadata: json!({"origin": "test"}),
+            company_id: Some(company_id),
+            idempotency: None,
+            recorded_at: app.clock_now(),
+        })
+        .await
+        .unwrap()
+        .position
+        .position;
+    wait_for_quarantine(&app, "companies", &company_id.to_string(), true).await;
+
+    // None of its keys is served while it is set aside: 503, never 200.
+    for key in [&app.company.api_key, &second.api_key] {
+        let me = app.get("/v4/user/me").key(key).send().await;
+        me.assert_error(503, "Service temporarily unavailable; retry shortly");
+    }
+
+    // Fixed (so commands load the company again) but not retried: a revocation of its key
+    // is applied at once all the same, and the revoked key answers 401.
+    app.tamper_with_event(
+        poisoned,
+        &format!(
+            "payload = '{}'::jsonb",
+            json!({
+                "keyId": uuid::Uuid::new_v4(),
+                "secretHash": "00",
+                "issuedAt": "2026-01-01T00:00:00Z",
+                "expiresAt": "2026-01-02T00:00:00Z",
+            })
+        ),
+    )
+    .await;
+    kairos::provisioning::revoke_key(app.bus(), second.api_key_id)
+        .await
+        .unwrap();
+    let revoked_at: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT revoked_at FROM api_keys WHERE key_id = $1")
+            .bind(second.api_key_id)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert!(revoked_at.is_some(), "the revocation was skipped");
+    wait_for_quarantine(&app, "companies", &company_id.to_string(), true).await;
+    let me = app.get("/v4/user/me").key(&second.api_key).send().await;
+    me.assert_error(401, "Invalid API key");
+    let me = app
+        .get("/v4/user/me")
+        .key(&app.company.api_key)
+        .send()
+        .await;
+    me.assert_error(503, "Service temporarily unavailable; retry shortly");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_quarantine_reason_of_the_windows_never_quotes_the_stored_value() {
+    let app = spawn_app().await;
+    let victim = app
+        .create_user(user_body("victim@example.com", "Vic", "Tim"))
+        .await;
+    let victim_id = id(&victim);
+    append_raw(
+        &app,
+        &victim_id,
+        3,
+        "UserTimezoneChanged",
+        json!({"timezone": 4711, "at": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    wait_for_quarantine(&app, "bookable_windows", &victim_id, true).await;
+    let windows = statuses(&app)
+        .await
+        .into_iter()
+        .find(|s| s.name == "bookable_windows")
+        .unwrap();
+    let reason = &windows.quarantined[0].reason;
+    assert!(reason.contains("UserTimezoneChanged"), "{reason}");
+    assert!(!reason.contains("4711"), "{reason}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn windows_computed_beside_a_poison_event_reach_the_cache_after_the_commit() {
+    let app = spawn_app().await;
+    let good = app
+        .create_user(user_body("good@example.com", "Go", "Od"))
+        .await;
+    let victim = app
+        .create_user(user_body("victim@example.com", "Vic", "Tim"))
+        .await;
+    let cache = &app.kairos.as_ref().unwrap().state.caches.windows;
+    cache.clear();
+    // One transaction, so one batch: the good user's windows change, then the victim's
+    // event does not decode and is set aside in a savepoint.
+    let event = |timezone: Value| PendingEvent {
+        event_type: "UserTimezoneChanged".into(),
+        event_version: "1".into(),
+        payload: json!({"timezone": timezone, "at": "2026-01-01T00:00:00Z"}),
+        effects: Vec::new(),
+    };
+    let store = EventStore::new(app.pool.clone(), app.keyring.clone());
+    store
+        .append(&AppendBatch {
+            streams: vec![
+                StreamAppend {
+                    aggregate_type: "User".into(),
+                    aggregate_id: id(&good),
+                    expected_sequence: 3,
+                    events: vec![event(json!("Asia/Tokyo"))],
+                },
+                StreamAppend {
+                    aggregate_type: "User".into(),
+                    aggregate_id: id(&victim),
+                    expected_sequence: 3,
+                    events: vec![event(json!(4711))],
+                },
+            ],
+            metadata: json!({"origin": "test"}),
+            company_id: Some(app.company.company_id),
+            idempotency: None,
+            recorded_at: app.clock_now(),
+        })
+        .await
+        .unwrap();
+    wait_for_quarantine(&app, "bookable_windows", &id(&victim), true).await;
+    // The good user's new windows were published to this process's cache (write-through),
+    // not dropped with the failing event's rollback.
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), async || cache.len() == 1).await,
+        "the windows staged beside the poison event were dropped: {} cached",
+        cache.len()
+    );
+    let windows = app.get(&windows_path(&id(&good))).send().await;
+    assert_eq!(windows.status, StatusCode::OK, "{}", windows.text);
     app.stop().await;
 }
