@@ -199,12 +199,7 @@ impl Accumulated {
         )
         .await?;
         // Tell every process even when nothing is left (rows may have gone).
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(projector)
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
+        notify_changed(&mut *tx, projector).await
     }
 }
 
@@ -513,10 +508,15 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
+    notify_changed(&mut *tx, projector).await
+}
+
+/// Tells every process, when `tx` commits, that `projector`'s quarantined aggregates changed.
+async fn notify_changed(tx: &mut PgConnection, projector: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(projector)
-        .execute(&mut *tx)
+        .execute(tx)
         .await?;
     Ok(())
 }

@@ -9,16 +9,7 @@ use projections::rebuild::{self, RebuildError, RebuildOptions, Silent};
 use projections::runtime::Projector;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, user_body};
-
-const READ_TABLES: [&str; 6] = [
-    "companies",
-    "api_keys",
-    "user_profiles",
-    "availabilities",
-    "meeting_types",
-    "bookable_windows",
-];
+use crate::helpers::{TestApp, read_tables, spawn_app, table_rows, user_body};
 
 fn projectors(app: &TestApp) -> Vec<Arc<dyn Projector>> {
     projections::all_projectors(Arc::new(app.clock.clone()), &projections::Caches::unused())
@@ -42,13 +33,8 @@ async fn rebuild_all(
 /// Every row of every read table, in a stable order.
 async fn snapshot(app: &TestApp) -> Vec<Value> {
     let mut tables = Vec::new();
-    for table in READ_TABLES {
-        let rows: Value = sqlx::query_scalar(&format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]') FROM {table} t"
-        ))
-        .fetch_one(&app.owner)
-        .await
-        .unwrap();
+    for table in read_tables() {
+        let rows = table_rows(app, table).await;
         // The table's shape, not only its rows: storage options and index names survive too.
         let (options, indexes): (Option<String>, Option<String>) = sqlx::query_as(
             "SELECT (SELECT reloptions::text FROM pg_class WHERE oid = ('public.' || $1)::regclass), \

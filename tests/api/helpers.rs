@@ -518,6 +518,25 @@ impl TestApp {
     }
 }
 
+/// Every read table, as the projectors declare them (the tables rebuilds copy and swap).
+pub fn read_tables() -> Vec<&'static str> {
+    let clock: projections::clock::SharedClock = Arc::new(ManualClock::new(Utc::now()));
+    projections::all_projectors(clock, &projections::Caches::unused())
+        .iter()
+        .flat_map(|projector| projector.tables().iter().copied())
+        .collect()
+}
+
+/// Every row of `table`, as JSON, in a stable order (read as the owner).
+pub async fn table_rows(app: &TestApp, table: &str) -> Value {
+    sqlx::query_scalar(&format!(
+        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]') FROM {table} t"
+    ))
+    .fetch_one(&app.owner)
+    .await
+    .unwrap_or_else(|e| panic!("rows of {table}: {e}"))
+}
+
 /// Calls `probe` until it returns true; false if `within` passes first. Cross-process
 /// invalidation travels by NOTIFY, so another process follows within milliseconds, but not
 /// necessarily before the writer answered.

@@ -9,16 +9,9 @@ use projections::runtime::{self, Progress};
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::{AppOptions, TestApp, fast_runtime, spawn_app_with, user_body};
-
-const READ_TABLES: [&str; 6] = [
-    "companies",
-    "api_keys",
-    "user_profiles",
-    "availabilities",
-    "meeting_types",
-    "bookable_windows",
-];
+use crate::helpers::{
+    AppOptions, TestApp, fast_runtime, read_tables, spawn_app_with, table_rows, user_body,
+};
 
 fn wednesday() -> DateTime<Utc> {
     "2026-02-25T08:00:00Z".parse().unwrap()
@@ -35,14 +28,8 @@ async fn app_at_wednesday() -> TestApp {
 /// Every row of every read table, as JSON, in a stable order.
 async fn read_models(app: &TestApp) -> Vec<Value> {
     let mut tables = Vec::new();
-    for table in READ_TABLES {
-        let rows: Option<Value> = sqlx::query_scalar(&format!(
-            "SELECT json_agg(t ORDER BY t::text) FROM {table} t"
-        ))
-        .fetch_one(&app.owner)
-        .await
-        .unwrap();
-        tables.push(json!({ table: rows }));
+    for table in read_tables() {
+        tables.push(json!({ table: table_rows(app, table).await }));
     }
     tables
 }
